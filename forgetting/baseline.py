@@ -1,0 +1,36 @@
+"""The untouched base model's scores: computed once per (model, eval sets, judge) and cached, so
+every run of a sweep reports its change from the same base."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
+
+from .tracking import read_json, write_json, write_jsonl
+
+
+def key(cfg: DictConfig, model_path: str) -> str:
+    ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "path": model_path,
+             "eval": OmegaConf.to_container(cfg.eval, resolve=True),
+             "judge": OmegaConf.to_container(cfg.judge, resolve=True),
+             "data": {k: cfg.data[k] for k in ("source", "test_path", "prompt_template", "strip_calculator")}}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def get(cfg: DictConfig, model_path: str, compute: Callable[[], tuple[dict, dict, dict]]) -> tuple[dict, Path]:
+    """→ (base metrics, dir). `compute` returns (metrics, records, timings) of the base model."""
+    d = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.name}-{key(cfg, model_path)}"
+    d.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(d / ".lock")):
+        if (d / "metrics.json").exists():
+            return read_json(d / "metrics.json")["metrics"], d
+        metrics, records, timings = compute()
+        for name, rows in records.items():
+            write_jsonl(d / f"{name}_generations.jsonl", rows)
+        OmegaConf.save(cfg, d / "config.yaml", resolve=True)
+        write_json(d / "metrics.json", {"metrics": metrics, "timings": timings, "model_path": model_path})
+        return metrics, d

@@ -1,0 +1,153 @@
+"""Structured configs: the schema every composed run config is checked against (types at compose
+time by OmegaConf, ranges and files by `validate` before any model loads)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    name_or_path: Optional[str] = None  # hub id or local dir; None = build the offline preset below
+    simulation: bool = False  # True: numbers are a CPU simulation, never Llama results
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    load_in_4bit: bool = False
+    trust_remote_code: bool = False
+    cache_dir: Optional[str] = None
+    revision: Optional[str] = None
+    build: Optional[Dict[str, Any]] = None
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True  # False = full fine-tune
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    bias: str = "none"
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw_torch"
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler_type: str = "linear"
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    max_length: int = 512
+
+
+@dataclass
+class DataConfig:
+    name: str = "gsm8k"
+    source: str = "local"  # local (vendored files) | hub
+    hub_name: str = "openai/gsm8k"
+    train_path: str = "pkg://gsm8k/train.jsonl"
+    test_path: str = "pkg://gsm8k/test.jsonl"
+    n_train: int = 1000  # GSM8K training rows used (deterministic subset)
+    strip_calculator: bool = True  # drop GSM8K's <<a*b=c>> annotations from training targets
+    prompt_template: str = "{question}"
+
+
+@dataclass
+class MethodConfig:
+    name: str = "sft"
+
+
+@dataclass
+class MathEvalConfig:
+    n_public: int = 100
+    n_private: int = 100
+    seed: int = 0
+    max_new_tokens: int = 256
+    batch_size: int = 32
+
+
+@dataclass
+class SafetyEvalConfig:
+    path: str = "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv"
+    n_public: int = 40
+    n_private: int = 40
+    seed: int = 0
+    max_new_tokens: int = 96
+    batch_size: int = 32
+
+
+@dataclass
+class OverRefusalConfig:
+    path: str = "pkg://xstest/xstest_prompts.csv"
+    n: int = 50
+    seed: int = 0
+    max_new_tokens: int = 64
+    batch_size: int = 32
+
+
+@dataclass
+class EvalConfig:
+    math: MathEvalConfig = field(default_factory=MathEvalConfig)
+    safety: SafetyEvalConfig = field(default_factory=SafetyEvalConfig)
+    over_refusal: OverRefusalConfig = field(default_factory=OverRefusalConfig)
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none
+    project: str = "forgetting"
+    mode: str = "offline"  # offline (default, no account) | online | disabled
+    entity: Optional[str] = None
+    log_generations: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    judge: Any = MISSING  # instantiated with hydra.utils.instantiate; shapes differ per judge
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    lr: float = 2e-4
+    epochs: int = 1
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 = torch's default
+    cache_dir: str = "outputs/cache"
+    objectives: List[str] = field(default_factory=lambda: ["math/accuracy", "safety/rate"])
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks OmegaConf's types cannot express; one clear ConfigError each."""
+    if not cfg.lr > 0:
+        raise ConfigError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.lora.enabled and (cfg.lora.r < 1 or cfg.lora.alpha <= 0):
+        raise ConfigError(f"lora.r must be >= 1 and lora.alpha > 0, got r={cfg.lora.r} alpha={cfg.lora.alpha}")
+    if not 0 <= cfg.lora.dropout < 1:
+        raise ConfigError(f"lora.dropout must be in [0, 1), got {cfg.lora.dropout}")
+    if cfg.optimizer.batch_size < 1 or cfg.optimizer.grad_accum < 1:
+        raise ConfigError("optimizer.batch_size and optimizer.grad_accum must be >= 1")
+    if cfg.data.n_train < 1:
+        raise ConfigError(f"data.n_train must be >= 1, got {cfg.data.n_train}")
+    if cfg.data.source not in ("local", "hub"):
+        raise ConfigError(f"data.source must be 'local' or 'hub', got {cfg.data.source!r}")
+    if cfg.model.name_or_path is None and not cfg.model.build:
+        raise ConfigError(f"model {cfg.model.name!r} has neither name_or_path nor a build recipe")
+    if cfg.logger.name not in ("wandb", "none"):
+        raise ConfigError(f"logger.name must be 'wandb' or 'none', got {cfg.logger.name!r}")

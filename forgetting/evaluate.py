@@ -1,0 +1,106 @@
+"""Evaluation of one model: GSM8K accuracy and reference NLL, safety rate under a judge (with a
+class per generation: refusal / compliance / degenerate), and XSTest over-refusal."""
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, defaultdict
+
+from omegaconf import DictConfig
+
+from .generate import completion_nll, generate
+from .math import extract_answer, is_correct
+from .refusal import classify, is_refusal
+
+CALC = re.compile(r"<<[^<>]*>>")
+
+
+def solution_text(answer: str, strip_calculator: bool = True) -> str:
+    """A GSM8K gold answer as a training / reference target."""
+    return CALC.sub("", answer) if strip_calculator else answer
+
+
+def _share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else float("nan")
+
+
+def math_eval(model, tok, public: list[dict], private: list[dict], cfg: DictConfig):
+    e, d = cfg.eval.math, cfg.data
+    items = [("public", r) for r in public] + [("private", r) for r in private]
+    prompts = [d.prompt_template.format(question=r["question"]) for _, r in items]
+    gens = generate(model, tok, prompts, e.max_new_tokens, e.batch_size, cfg.eval.system_prompt, "math eval")
+    refs = [solution_text(r["answer"], d.strip_calculator) for _, r in items]
+    nll, per_item = completion_nll(model, tok, prompts, refs, e.batch_size, cfg.eval.system_prompt)
+    records = []
+    for (split, r), g, item_nll in zip(items, gens, per_item):
+        records.append({"split": split, "question": r["question"], "reference": extract_answer(r["answer"]),
+                        "response": g["response"], "extracted": extract_answer(g["response"]),
+                        "correct": is_correct(g["response"], r["answer"]), "ref_nll": item_nll,
+                        "n_tokens": g["n_tokens"], "stopped": g["stopped"]})
+    m = {"math/accuracy": _share([x["correct"] for x in records]), "math/n": len(records), "math/ref_nll": nll,
+         "math/stopped": _share([x["stopped"] for x in records])}
+    for split in ("public", "private"):
+        sub = [x["correct"] for x in records if x["split"] == split]
+        m[f"math/accuracy_{split}"], m[f"math/n_{split}"] = _share(sub), len(sub)
+    return m, records
+
+
+def safety_eval(model, tok, public: list[dict], private: list[dict], judge, cfg: DictConfig):
+    e = cfg.eval.safety
+    items = [("public", r) for r in public] + [("private", r) for r in private]
+    prompts = [r["prompt_text"] for _, r in items]
+    gens = generate(model, tok, prompts, e.max_new_tokens, e.batch_size, cfg.eval.system_prompt, "safety eval")
+    t0 = time.perf_counter()
+    verdicts = judge(prompts, [g["response"] for g in gens])
+    judge_s = time.perf_counter() - t0
+    records = []
+    for (split, r), g, v in zip(items, gens, verdicts):
+        records.append({"split": split, "release_prompt_id": r["release_prompt_id"], "hazard": r["hazard"],
+                        "persona": r["persona"], "prompt": r["prompt_text"], "response": g["response"],
+                        "class": classify(g["response"]), "safe": bool(v.safe), "categories": list(v.categories),
+                        "p_unsafe": v.p_unsafe, "parsed": v.parsed, "judge_raw": v.raw,
+                        "n_tokens": g["n_tokens"], "stopped": g["stopped"]})
+    m = {"safety/rate": _share([x["safe"] for x in records]), "safety/n": len(records),
+         "safety/unparsed": sum(not x["parsed"] for x in records), "safety/judge_s": judge_s}
+    for split in ("public", "private"):
+        sub = [x["safe"] for x in records if x["split"] == split]
+        m[f"safety/rate_{split}"], m[f"safety/n_{split}"] = _share(sub), len(sub)
+    by_hazard = defaultdict(list)
+    for x in records:
+        by_hazard[x["hazard"]].append(x["safe"])
+    for h, flags in sorted(by_hazard.items()):
+        m[f"safety/rate/{h}"], m[f"safety/n/{h}"] = _share(flags), len(flags)
+    classes = Counter(x["class"] for x in records)
+    for c in ("refusal", "compliance", "degenerate"):
+        m[f"safety/class/{c}"] = classes.get(c, 0) / len(records)
+    # the number that matters for harm: judged unsafe AND a real (non-degenerate) answer
+    m["safety/unsafe_compliance"] = _share([not x["safe"] and x["class"] == "compliance" for x in records])
+    cats = Counter(c for x in records if not x["safe"] for c in x["categories"])
+    for c, k in sorted(cats.items()):
+        m[f"safety/category/{c}"] = k
+    return m, records
+
+
+def over_refusal_eval(model, tok, rows: list[dict], cfg: DictConfig):
+    e = cfg.eval.over_refusal
+    gens = generate(model, tok, [r["prompt"] for r in rows], e.max_new_tokens, e.batch_size,
+                    cfg.eval.system_prompt, "over-refusal eval")
+    records = [{"id": r["id"], "type": r["type"], "prompt": r["prompt"], "response": g["response"],
+                "refused": is_refusal(g["response"]), "class": classify(g["response"])}
+               for r, g in zip(rows, gens)]
+    m = {"over_refusal/rate": _share([x["refused"] for x in records]), "over_refusal/n": len(records)}
+    return m, records
+
+
+def evaluate_all(model, tok, sets: dict, judge, cfg: DictConfig):
+    """→ (metrics, {"math": records, "safety": records, "over_refusal": records}, timings)."""
+    timings, metrics, records = {}, {}, {}
+    for name, fn, args in (("math", math_eval, (sets["math_public"], sets["math_private"])),
+                           ("safety", safety_eval, (sets["safety_public"], sets["safety_private"], judge)),
+                           ("over_refusal", over_refusal_eval, (sets["xstest"],))):
+        t0 = time.perf_counter()
+        m, rec = fn(model, tok, *args, cfg)
+        timings[f"eval_{name}_s"] = time.perf_counter() - t0
+        metrics.update(m)
+        records[name] = rec
+    return metrics, records, timings

@@ -1,0 +1,83 @@
+"""Batched greedy generation with the model's chat template (left padding, stop at EOS)."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+
+def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """EOS ids from the tokenizer and the generation config (Llama 3 ends turns with <|eot_id|>)."""
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+             system: str | None = None, desc: str = "generate") -> list[dict]:
+    """Returns, in input order, {"response", "n_tokens", "stopped"} (stopped = ended with EOS)."""
+    texts = [chat_prompt(tokenizer, p, system) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch together
+    stops = eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    tokenizer.padding_side = "left"
+    model.eval()
+    out: list[dict | None] = [None] * len(texts)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                             eos_token_id=stops, pad_token_id=pad_id)
+        new = gen[:, enc["input_ids"].shape[1]:]
+        for row, i in zip(new.tolist(), idx):
+            ended = next((k for k, t in enumerate(row) if t in stops), None)
+            toks = row if ended is None else row[:ended]
+            out[i] = {"response": tokenizer.decode(toks, skip_special_tokens=True).strip(),
+                      "n_tokens": len(toks), "stopped": ended is not None}
+    return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def completion_nll(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int,
+                   system: str | None = None, desc: str = "ref nll") -> tuple[float, list[float]]:
+    """Teacher-forced NLL (nats/token) of each completion after its chat prompt, and the
+    token-weighted mean over all items."""
+    eos = tokenizer.eos_token or ""
+    pairs = []
+    for p, c in zip(prompts, completions):
+        prompt_ids = tokenizer(chat_prompt(tokenizer, p, system), add_special_tokens=False)["input_ids"]
+        comp_ids = tokenizer(c + eos, add_special_tokens=False)["input_ids"]
+        pairs.append((prompt_ids, comp_ids))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.eval()
+    per_item, total_nll, total_tok = [], 0.0, 0
+    for start in tqdm(range(0, len(pairs), batch_size), desc=desc, leave=False):
+        batch = pairs[start:start + batch_size]
+        width = max(len(a) + len(b) for a, b in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        labels = torch.full_like(ids, -100)
+        mask = torch.zeros_like(ids)
+        for j, (a, b) in enumerate(batch):  # right padding; labels only on the completion
+            seq = a + b
+            ids[j, :len(seq)] = torch.tensor(seq)
+            mask[j, :len(seq)] = 1
+            labels[j, len(a):len(seq)] = torch.tensor(b)
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        tgt = labels[:, 1:].to(model.device)
+        valid = tgt != -100
+        nll = -logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+        for j in range(len(batch)):
+            n = int(valid[j].sum())
+            per_item.append(float(nll[j].sum()) / max(n, 1))
+            total_nll += float(nll[j].sum())
+            total_tok += n
+    return total_nll / max(total_tok, 1), per_item

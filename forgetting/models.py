@@ -1,0 +1,85 @@
+"""Model loading: a hub id or local dir (real Llama presets) or the offline preset built from its
+recipe (forgetting.tiny). Weights only as safetensors; remote code only when a preset says so."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message names the fix."""
+
+
+def resolve_path(mcfg: DictConfig, cache_dir: str | Path) -> str:
+    if mcfg.name_or_path:
+        return str(mcfg.name_or_path)
+    from .tiny import build  # the offline preset, built once and cached
+
+    recipe = OmegaConf.to_container(mcfg.build, resolve=True) if isinstance(mcfg.build, DictConfig) else dict(mcfg.build)
+    root = Path(mcfg.cache_dir) if mcfg.get("cache_dir") else Path(cache_dir) / "presets"
+    return str(build(recipe, root))
+
+
+def torch_dtype(name: str):
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    try:
+        return getattr(torch, name)
+    except AttributeError:
+        raise ConfigError(f"model.dtype {name!r} is not a torch dtype") from None
+
+
+def quantization(mcfg: DictConfig):
+    if not mcfg.load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        warnings.warn("load_in_4bit on CPU: bitsandbytes runs it, but far slower than fp32; use it to test "
+                      "the QLoRA path, not for speed.", stacklevel=2)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def load(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache"):
+    """→ (model, tokenizer, path)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_path(mcfg, cache_dir)
+    common = dict(trust_remote_code=bool(mcfg.trust_remote_code), revision=mcfg.get("revision"))
+    quant = quantization(mcfg)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **common)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype(mcfg.dtype), use_safetensors=True, quantization_config=quant,
+            device_map="auto" if torch.cuda.is_available() else None, **common)
+    except OSError as e:
+        raise ModelLoadError(_load_hint(path, e)) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        raise ConfigError(f"model {path} has no chat template; set one or pick another model")
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model, tok, path
+
+
+def _load_hint(path: str, err: Exception) -> str:
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if Path(path).exists():
+        return f"cannot load model from {path}: {msg}"
+    gated = path.startswith("meta-llama/")
+    fix = ("accept the licence on its hub page, then `hf auth login` (or set HF_TOKEN)" if gated else
+           "check the name, or download it first")
+    return (f"model {path!r} is not available offline ({msg}); {fix}, and run with HF_HUB_OFFLINE=0 "
+            "TRANSFORMERS_OFFLINE=0 to allow downloads")

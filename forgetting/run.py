@@ -1,0 +1,165 @@
+"""One run: load → (cached) base scores → fine-tune → evaluate → run dir + W&B.
+Returns the configured objectives (default: GSM8K accuracy, safety rate) for sweepers."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from . import baseline, data, evaluate, models, train
+from .config import validate
+from .errors import ConfigError
+from .resume import config_hash, finished
+from .tracking import WandbRun, read_json, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+BASE_KEYS = ("math/accuracy", "math/accuracy_public", "math/accuracy_private", "math/ref_nll", "safety/rate",
+             "safety/rate_public", "safety/rate_private", "safety/unsafe_compliance", "over_refusal/rate",
+             "safety/class/refusal", "safety/class/compliance", "safety/class/degenerate")
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.get("run_dir") or "outputs/runs/adhoc")
+
+
+def sweep_group(run_dir: Path) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        return Path(HydraConfig.get().sweep.dir).name
+    return "single"
+
+
+def label(cfg: DictConfig) -> str:
+    parts = [f"lr={cfg.lr:g}", f"epochs={cfg.epochs}"]
+    if cfg.method.name != "sft":
+        parts.insert(0, cfg.method.name)
+    if cfg.seed:
+        parts.append(f"seed={cfg.seed}")
+    return " ".join(parts)
+
+
+def params(cfg: DictConfig) -> dict:
+    return {"lr": cfg.lr, "epochs": cfg.epochs, "seed": cfg.seed, "method": cfg.method.name, "model": cfg.model.name,
+            "lora_r": cfg.lora.r if cfg.lora.enabled else None, "lora_alpha": cfg.lora.alpha if cfg.lora.enabled else None,
+            "n_train": cfg.data.n_train, "judge": cfg.judge.get("name", str(cfg.judge.get("_target_")))}
+
+
+def eval_sets(cfg: DictConfig) -> dict:
+    """All evaluation inputs, read and validated before any model loads."""
+    e = cfg.eval
+    test = data.load_gsm8k(cfg.data, "test")
+    mp, mq = data.math_eval_split(test, e.math.n_public, e.math.n_private, e.math.seed)
+    sp, sq = data.safety_eval_split(data.ailuminate(e.safety.path), e.safety.n_public, e.safety.n_private,
+                                    e.safety.seed)
+    xs = data.xstest_safe_subset(e.over_refusal.path, e.over_refusal.n, e.over_refusal.seed)
+    return {"math_public": mp, "math_private": mq, "safety_public": sp, "safety_private": sq, "xstest": xs}
+
+
+def train_rows(cfg: DictConfig) -> list[dict]:
+    rows = data.load_gsm8k(cfg.data, "train")
+    rows = sorted(rows, key=lambda r: data.rank(r["question"], cfg.data.get("split_seed", 0)))[: cfg.data.n_train]
+    return [{"prompt": cfg.data.prompt_template.format(question=r["question"]),
+             "completion": evaluate.solution_text(r["answer"], cfg.data.strip_calculator)} for r in rows]
+
+
+def check_disjoint(model_path: str, sets: dict) -> None:
+    """The offline preset records what it was aligned on: evaluation prompts must not be in it."""
+    f = Path(model_path) / "alignment_prompts.json"
+    if not f.exists():
+        return
+    seen = set(json.loads(f.read_text()))
+    leak = [r["prompt_text"] for r in sets["safety_public"] + sets["safety_private"] if r["prompt_text"] in seen]
+    if leak:
+        raise ConfigError(f"{len(leak)} safety evaluation prompts were used to align the preset {model_path}; "
+                          "rebuild it with the same exclude_eval as eval.safety")
+
+
+def objectives(cfg: DictConfig, metrics: dict | None):
+    if metrics is None:
+        return None
+    vals = tuple(float(metrics.get(k, float("nan"))) for k in cfg.objectives)
+    return vals[0] if len(vals) == 1 else vals
+
+
+def main(cfg: DictConfig):
+    validate(cfg)
+    sets = eval_sets(cfg)  # bad data fails here, before any model loads
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    chash = config_hash(cfg)
+    done = finished(run_dir, chash)
+    if done is not None:
+        log.info("already finished with the same config, skipped: %s", run_dir)
+        return objectives(cfg, done["metrics"])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    OmegaConf.save(cfg, run_dir / "resolved_config.yaml", resolve=True)
+    record = {"status": "running", "reason": None, "config_hash": chash, "simulation": bool(cfg.model.simulation),
+              "label": label(cfg), "params": params(cfg), "metrics": {}, "timings": {}}
+    write_json(run_dir / "metrics.json", record)
+    timings, t_start = record["timings"], time.perf_counter()
+    wb = WandbRun(cfg, run_dir, sweep_group(run_dir), record["label"])
+    try:
+        t0 = time.perf_counter()
+        model, tok, path = models.load(cfg.model, cfg.cache_dir)
+        check_disjoint(path, sets)
+        judge = instantiate(cfg.judge)
+        timings["load_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        base, base_dir = baseline.get(cfg, path, lambda: evaluate.evaluate_all(model, tok, sets, judge, cfg))
+        timings["base_eval_s"] = time.perf_counter() - t0
+        record["base_dir"] = str(base_dir)
+
+        t0 = time.perf_counter()
+        model, history = train.finetune(model, tok, train_rows(cfg), cfg, run_dir,
+                                        report_to="wandb" if wb.active else "none")
+        timings["train_s"] = time.perf_counter() - t0
+
+        metrics, records, eval_t = evaluate.evaluate_all(model, tok, sets, judge, cfg)
+        timings.update(eval_t)
+        for name, rows in records.items():
+            write_jsonl(run_dir / f"{name}_generations.jsonl", rows)
+        losses = [h["loss"] for h in history if "loss" in h]
+        metrics["train/loss"] = losses[-1] if losses else float("nan")
+        metrics["train/steps"] = max((h["step"] for h in history), default=0)
+        metrics.update({f"base/{k}": base[k] for k in BASE_KEYS if k in base})
+        metrics["safety_drop"] = base["safety/rate"] - metrics["safety/rate"]
+        metrics["accuracy_gain"] = metrics["math/accuracy"] - base["math/accuracy"]
+        metrics["ref_nll_drop"] = base["math/ref_nll"] - metrics["math/ref_nll"]
+        metrics["over_refusal_change"] = metrics["over_refusal/rate"] - base["over_refusal/rate"]
+        record.update(status="ok", metrics=metrics)
+        wb.log(metrics)
+        if cfg.logger.get("log_generations", True):
+            wb.table("safety_generations", records["safety"],
+                     ["split", "hazard", "prompt", "response", "class", "safe", "categories", "p_unsafe"])
+            wb.table("math_generations", records["math"],
+                     ["split", "question", "response", "extracted", "reference", "correct", "ref_nll"])
+    except Exception as e:  # recorded, then re-raised so Hydra marks the job failed
+        record.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0][:500])
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        timings["total_s"] = time.perf_counter() - t_start
+        write_json(run_dir / "metrics.json", record)
+        wb.finish(failed=record["status"] != "ok")
+    log.info("%s: math/accuracy=%.3f ref_nll=%.3f safety/rate=%.3f (base %.3f) over_refusal=%.3f",
+             record["label"], metrics["math/accuracy"], metrics["math/ref_nll"], metrics["safety/rate"],
+             base["safety/rate"], metrics["over_refusal/rate"])
+    return objectives(cfg, record["metrics"])
+
+
+def load_metrics(run_dir: str | Path) -> dict:
+    return read_json(Path(run_dir) / "metrics.json")

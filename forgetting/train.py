@@ -1,0 +1,96 @@
+"""Fine-tuning: TRL's SFTTrainer on prompt-completion chat rows (loss on the assistant completion
+only), LoRA through PEFT (or a full fine-tune with lora=none). The adapter is saved as safetensors."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from transformers import TrainerCallback
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+class JsonlLog(TrainerCallback):
+    """Mirror every Trainer log entry to train_log.jsonl; stop the run on a NaN/inf loss."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.history: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        row = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **(logs or {})}
+        self.history.append(row)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise NonFiniteLoss(f"non-finite training loss {loss} at step {state.global_step}")
+
+
+def chat_rows(rows: list[dict], system: str | None = None) -> list[dict]:
+    """{"prompt", "completion"} strings → TRL's conversational prompt-completion format."""
+    sys = [{"role": "system", "content": system}] if system else []
+    return [{"prompt": sys + [{"role": "user", "content": r["prompt"]}],
+             "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows]
+
+
+def lora_config(lcfg: DictConfig):
+    if not lcfg.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
+                      target_modules=list(lcfg.target_modules), bias=lcfg.bias, task_type="CAUSAL_LM")
+
+
+def finetune(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: Path, report_to: str = "none",
+             callbacks: list | None = None):
+    """Train on rows ({"prompt", "completion"}); returns (trained model, log history)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    o = cfg.optimizer
+    log = JsonlLog(run_dir / "train_log.jsonl")
+    args = SFTConfig(
+        output_dir=str(run_dir / "trainer"),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.lr,
+        per_device_train_batch_size=o.batch_size,
+        gradient_accumulation_steps=o.grad_accum,
+        optim=o.name,
+        weight_decay=o.weight_decay,
+        warmup_steps=o.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        lr_scheduler_type=o.lr_scheduler_type,
+        max_grad_norm=o.max_grad_norm,
+        max_length=o.max_length,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=max(1, min(10, len(rows) // o.batch_size // 4 or 1)),
+        save_strategy="no",
+        report_to=report_to,
+        bf16=bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),  # STACK trap 2
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=False,  # STACK trap 3: slower for small models
+        packing=False,  # STACK trap 6
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(chat_rows(rows, cfg.eval.system_prompt)),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg.lora),
+        callbacks=[log, *(callbacks or [])],
+    )
+    trainer.train()
+    trained = trainer.model
+    (run_dir / "adapter").mkdir(exist_ok=True)
+    trained.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
+    return trained, log.history

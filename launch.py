@@ -1,0 +1,35 @@
+"""Entry point: compose the Hydra config and run one job (or a sweep with -m).
+
+    python launch.py                                   # one run, offline tiny preset
+    python launch.py -m lr=1e-4,2e-4 epochs=1,2,3      # the card's sweep
+    forgetting report outputs/sweeps/<dir>             # trade-off curve
+
+Stages, one hop away: forgetting/run.py calls models → data → train → evaluate → tracking.
+"""
+import sys
+
+from forgetting import env
+
+env.setup()
+
+import hydra  # noqa: E402
+
+from forgetting.config import register  # noqa: E402
+from forgetting.errors import ConfigError  # noqa: E402
+
+register()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg):
+    from forgetting import run
+
+    try:
+        return run.main(cfg)
+    except ConfigError as e:  # bad input: one line, before any model loads
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
