@@ -1,0 +1,42 @@
+# Every target creates the environment first when it is missing (.venv, CPU torch).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SWEEP  ?= outputs/sweeps/demo
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+export HF_DATASETS_OFFLINE=1
+export WANDB_MODE?=offline
+export TOKENIZERS_PARALLELISM=false
+
+.PHONY: install test demo report bench sync pareto preset clean
+
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0   # CPU wheel here; GPU users: see README
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+test: install
+	$(PY) -m pytest tests
+
+preset: install              ## build (or reuse) the offline tiny preset
+	$(PY) -m forgetting.tiny --preset tiny
+
+demo: install                ## lr x epochs sweep on the tiny preset, then the trade-off report
+	$(PY) launch.py -m +sweeps=demo hydra.sweep.dir=$(SWEEP); status=$$?; \
+	$(PY) -m forgetting.report $(SWEEP) --x math/ref_nll; exit $$status
+
+report: install
+	$(PY) -m forgetting.report $(SWEEP)
+
+bench: install
+	$(PY) benchmarks/run.py
+
+sync: install                ## upload offline W&B runs
+	find outputs -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
+
+clean:
+	rm -rf outputs multirun

@@ -1,0 +1,35 @@
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_TMP = tempfile.mkdtemp(prefix="forgetting-tests-")
+os.environ.setdefault("FORGETTING_CACHE", str(Path(_TMP) / "cache"))  # never touch the user's outputs/
+
+from forgetting import env  # noqa: E402
+
+env.setup(_TMP)
+
+
+@pytest.fixture(scope="session")
+def conf_dir() -> str:
+    return str(ROOT / "conf")
+
+
+@pytest.fixture
+def compose(conf_dir):
+    """compose(overrides) → the run config, as launch.py would build it."""
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
+    from forgetting.config import register
+
+    register()
+
+    def _compose(overrides=(), return_hydra=False):
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            return hcompose("config", overrides=list(overrides), return_hydra_config=return_hydra)
+
+    return _compose
