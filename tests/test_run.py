@@ -1,0 +1,68 @@
+"""A whole run through launch.py on the micro preset: files, W&B offline, base deltas; a sweep in
+which one job fails goes on, records the failure, and a rerun skips the finished job."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["model=micro", "eval=smoke", "data.n_train=16", "optimizer.batch_size=8"]
+
+
+def launch(*args):
+    flags = [a for a in args if a.startswith("-")]
+    r = subprocess.run([sys.executable, "launch.py", *flags, *FAST, *(a for a in args if a not in flags)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    return r
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    r = launch(f"hydra.run.dir={d}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d
+
+
+def test_run_dir_holds_every_file(single_run):
+    d = single_run
+    for f in ("metrics.json", "resolved_config.yaml", ".hydra/config.yaml", "math_generations.jsonl",
+              "safety_generations.jsonl", "over_refusal_generations.jsonl", "train_log.jsonl",
+              "adapter/adapter_model.safetensors", "adapter/adapter_config.json"):
+        assert (d / f).is_file(), f
+    rec = json.loads((d / "metrics.json").read_text())
+    assert rec["status"] == "ok" and rec["simulation"] is True
+    m = rec["metrics"]
+    assert m["math/n"] == 8 and m["safety/n"] == 8 and m["over_refusal/n"] == 4
+    assert m["safety_drop"] == pytest.approx(m["base/safety/rate"] - m["safety/rate"])
+    assert m["ref_nll_drop"] == pytest.approx(m["base/math/ref_nll"] - m["math/ref_nll"])
+    assert m["math/ref_nll"] > 0 and m["train/steps"] == 2
+    assert abs(sum(m[f"safety/class/{c}"] for c in ("refusal", "compliance", "degenerate")) - 1) < 1e-9
+    rows = [json.loads(line) for line in (d / "safety_generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {"prompt", "hazard", "response", "class", "safe", "categories", "p_unsafe"} <= set(rows[0])
+    assert sum(r["safe"] for r in rows) / 8 == pytest.approx(m["safety/rate"])
+    log = [json.loads(line) for line in (d / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in log)
+
+
+def test_wandb_offline_run_written(single_run):
+    runs = list((single_run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
+def test_sweep_records_failure_goes_on_and_resumes(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "optimizer.name=adamw_torch,not_an_optimizer", f"hydra.sweep.dir={sweep}", "logger=none"]
+    r = launch(*args)
+    assert r.returncode != 0  # the sweep reports that a job failed ...
+    recs = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert sorted(v["status"] for v in recs.values()) == ["failed", "ok"]  # ... after running both
+    failed = next(v for v in recs.values() if v["status"] == "failed")
+    assert "not_an_optimizer" in failed["reason"]
+    ok_dir = next(sweep / k for k, v in recs.items() if v["status"] == "ok")
+    before = (ok_dir / "metrics.json").read_text()
+    r2 = launch(*args)
+    assert "already finished with the same config" in r2.stdout + r2.stderr
+    assert (ok_dir / "metrics.json").read_text() == before  # not rerun
