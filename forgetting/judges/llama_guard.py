@@ -268,6 +268,7 @@ class LlamaGuardJudge:
             raise ValueError("inject both model and tokenizer, or neither")
         self._prepared = False
         self._template_checked = False
+        self._content_format = 0  # 0: string content, 1: text parts
         self.stats = {"judged": 0, "unparsed": 0, "disagreements": 0, "chat_template": None}
 
     @property
@@ -341,11 +342,15 @@ class LlamaGuardJudge:
             return self.build_prompt(prompt, response)
         self.stats["chat_template"] = True
         want = (f"User: {prompt.strip()}\n\n", f"Agent: {response.strip()}\n\n")
-        for content in (lambda s: s, lambda s: [{"type": "text", "text": s}]):  # 1B needs content parts
+        formats = [lambda s: s, lambda s: [{"type": "text", "text": s}]]  # 1B needs text parts
+        if self._content_format:  # the one that worked last time first
+            formats.reverse()
+        for k, content in enumerate(formats):
             text = tok.apply_chat_template(
                 [{"role": "user", "content": content(prompt)}, {"role": "assistant", "content": content(response)}],
                 tokenize=False)
             if all(w in text for w in want):
+                self._content_format = int(formats[k](".") != ".")
                 break
         else:
             raise RuntimeError(f"the chat template of {self.model_name_or_path!r} did not render the conversation "
