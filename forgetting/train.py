@@ -76,7 +76,7 @@ def finetune(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: Path,
         report_to=report_to,
         bf16=bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),  # STACK trap 2
         use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=False,  # STACK trap 3: slower for small models
+        activation_checkpointing=False,  # STACK trap 3 (TRL turns it on; new name of gradient_checkpointing)
         packing=False,  # STACK trap 6
         dataloader_num_workers=0,
         disable_tqdm=False,

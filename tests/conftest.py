@@ -33,3 +33,14 @@ def compose(conf_dir):
             return hcompose("config", overrides=list(overrides), return_hydra_config=return_hydra)
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def micro_path() -> Path:
+    """The micro preset (a ~35k-parameter Llama + BPE tokenizer), built once per test session."""
+    from omegaconf import OmegaConf
+
+    from forgetting.tiny import build
+
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/micro.yaml").build, resolve=True)
+    return Path(build(recipe, Path(os.environ["FORGETTING_CACHE"]) / "presets"))

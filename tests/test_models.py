@@ -1,0 +1,63 @@
+"""Model loading: the 4-bit QLoRA path on CPU, clear errors for unavailable models, and the
+reference preset's resolved config."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from forgetting import models, train
+from forgetting.models import ModelLoadError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def model_cfg(path, **kw):
+    return OmegaConf.create({"name": "t", "name_or_path": str(path), "dtype": "float32", "load_in_4bit": False,
+                             "trust_remote_code": False, "simulation": True, **kw})
+
+
+def test_4bit_qlora_path_trains_on_cpu(micro_path, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    with pytest.warns(UserWarning, match="load_in_4bit on CPU"):
+        model, tok, _ = models.load(model_cfg(micro_path, load_in_4bit=True))
+    assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
+    cfg = OmegaConf.create({
+        "optimizer": {"name": "adamw_torch", "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
+                      "batch_size": 4, "grad_accum": 1, "max_grad_norm": 1.0, "max_length": 64},
+        "lr": 1e-2, "epochs": 1, "seed": 0, "eval": {"system_prompt": None},
+        "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "bias": "none"}})
+    rows = [{"prompt": "What is 2 + 2?", "completion": "2 + 2 = 4."}] * 8
+    trained, history = train.finetune(model, tok, rows, cfg, tmp_path)
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 2 and all(loss == loss for loss in losses)
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert any("lora_A" in k for k in weights) and all("lora" in k for k in weights)
+
+
+def test_unavailable_model_names_the_fix():
+    with pytest.raises(ModelLoadError, match=r"hf auth login.*HF_HUB_OFFLINE=0"):
+        models.load(model_cfg("meta-llama/Llama-3.2-1B-Instruct"))
+    with pytest.raises(ModelLoadError, match="not available offline"):
+        models.load(model_cfg("unsloth/Llama-3.2-1B-Instruct"))
+
+
+def test_dtype_auto_is_fp32_on_cpu():
+    import torch
+
+    assert models.torch_dtype("auto") == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+
+
+def test_reference_setup_resolves():
+    r = subprocess.run([sys.executable, "launch.py", "model=llama3_2_1b_instruct", "judge=llamaguard_7b", "--cfg", "job",
+                        "--resolve"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    cfg = OmegaConf.create(r.stdout)
+    assert cfg.model.name_or_path == "unsloth/Llama-3.2-1B-Instruct" and cfg.model.load_in_4bit is True
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 16, 0.1)
+    assert cfg.judge.model_name_or_path == "meta-llama/LlamaGuard-7b"
