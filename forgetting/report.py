@@ -919,18 +919,16 @@ def _typed_columns(rows: list[dict]) -> tuple[list[str], list[list]]:
     def num(v):
         if isinstance(v, bool):
             return None
-        if isinstance(v, (int, float)):
-            return float(v)
         try:
             return float(v)
         except (TypeError, ValueError):
             return None
 
-    numeric = {c: all(v in (None, "") or num(v) is not None for v in (r.get(c) for r in rows)) for c in cols}
-    data = []
-    for r in rows:
-        data.append([(num(r.get(c)) if numeric[c] else (None if r.get(c) in (None, "") else str(r.get(c))))
-                     if r.get(c) not in (None, "") else None for c in cols])
+    def empty(v):
+        return v is None or v == ""
+
+    numeric = {c: all(empty(r.get(c)) or num(r.get(c)) is not None for r in rows) for c in cols}
+    data = [[None if empty(r.get(c)) else num(r.get(c)) if numeric[c] else str(r.get(c)) for c in cols] for r in rows]
     return cols, data
 
 

@@ -264,3 +264,18 @@ def test_wandb_offline(sweep, tmp_path, monkeypatch):
     assert media  # images and tables were written
     assert list((offline[0] / "files" / "media" / "images").rglob("*.png"))
     assert list((offline[0] / "files" / "media" / "table").rglob("*.json"))
+
+
+def test_failed_run_with_partial_metrics_is_never_a_point(sweep):
+    # a run that failed after writing (excellent-looking) partial metrics must not enter the front or the plots
+    write_run(sweep, "6", dict(lr=3e-3, epochs=1, seed=0), run_metrics(0.9, 1.0, 0.99), status="failed",
+              reason="RuntimeError: killed during eval")
+    paths = rp.report(sweep, verbose=False)
+    rows = read_csv(paths["pareto.csv"])
+    bad = next(r for r in rows if r["label"] == "lr=0.003 epochs=1")
+    assert bad["status"] == "failed" and bad["on_front"] == "False"
+    assert {r["label"] for r in rows if r["on_front"] == "True"} == {
+        "lr=0.0001 epochs=1", "lr=0.0001 epochs=2", "lr=0.001 epochs=1"}
+    runs = rp.load_runs(sweep)
+    units = rp._units(runs, rp.group_by_config(runs), rp.base_metrics(runs), "safety/rate", aggregate=True)
+    assert all(r["status"] == "ok" for u in units for r in u["runs"])
