@@ -1,0 +1,63 @@
+"""The offline tiny preset: a small Llama + BPE tokenizer, trained and safety-aligned from a recipe,
+built once per recipe under `cache_root/<name>-<hash>/` and reused afterwards.
+
+    from forgetting.tiny import build
+    path = build(recipe, cache_root)   # loads with AutoTokenizer / AutoModelForCausalLM
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+DONE = "build_report.json"  # written last: its presence marks a complete build
+
+
+def as_dict(recipe) -> dict:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(recipe, DictConfig):
+            return OmegaConf.to_container(recipe, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover
+        pass
+    return json.loads(json.dumps(dict(recipe)))
+
+
+def recipe_hash(recipe) -> str:
+    canon = json.dumps(as_dict(recipe), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canon.encode()).hexdigest()[:12]
+
+
+def preset_dir(recipe, cache_root: str | Path) -> Path:
+    r = as_dict(recipe)
+    return Path(cache_root) / f"{r.get('name', 'preset')}-{recipe_hash(r)}"
+
+
+def build(recipe, cache_root: str | Path) -> Path:
+    """The preset directory for `recipe`, building it first if it is not cached yet."""
+    r = as_dict(recipe)
+    final = preset_dir(r, cache_root)
+    if (final / DONE).exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here, then finds the build done
+        if (final / DONE).exists():
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            from .builder import build_into
+
+            build_into(r, tmp)
+            if final.exists():  # an incomplete leftover (no report): replace it
+                shutil.rmtree(final)
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,94 @@
+"""Builds one preset directory from a recipe: tokenizer → model → (pretrain) → alignment → measure."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from . import corpus, refusals
+from .tok import encode_chat, train_tokenizer
+
+
+def _features(tok, rows, max_length: int, prompt_w: float) -> list[dict]:
+    feats = []
+    for r in rows:
+        ids, mask = encode_chat(tok, r, max_length)
+        feats.append({"input_ids": ids, "weights": [1.0 if m else prompt_w for m in mask]})
+    return feats
+
+
+def build_into(recipe: dict, out: Path) -> dict:
+    """Writes the preset into `out` (an empty directory); → the build report."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from . import train
+
+    t0, c0 = time.time(), time.process_time()
+    seed = int(recipe.get("seed", 0))
+    times, report = {}, {"name": recipe.get("name"), "recipe": recipe}
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(int(recipe.get("threads", 2)))
+    try:
+        rows, ben_eval, held = corpus.alignment(recipe)
+        tcfg, mcfg = recipe.get("tokenizer", {}), recipe.get("model", {})
+        pre, ali = recipe.get("pretrain") or {}, recipe.get("align", {})
+        gsm_text = corpus.gsm8k_text(recipe["data"]["gsm8k_path"])
+        texts = (gsm_text if tcfg.get("gsm8k_text", True) else []) + refusals.all_responses()
+        texts += [(r.get("system", "") + "\n" + r["prompt"] + "\n" + r["answer"]).strip() for r in rows]
+        times["data"] = round(time.time() - t0, 1)
+
+        t = time.time()
+        max_pos = int(mcfg.get("max_position_embeddings", 1024))
+        tok = train_tokenizer(texts, int(tcfg.get("vocab_size", 4096)), max_pos)
+        times["tokenizer"] = round(time.time() - t, 1)
+        t = time.time()
+
+        torch.manual_seed(seed)
+        cfg = LlamaConfig(**{k: v for k, v in mcfg.items()}, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        model = LlamaForCausalLM(cfg)
+        report["params"] = sum(p.numel() for p in model.parameters())
+        report["vocab_size"] = len(tok)
+
+        work = str(out / ".trainer")
+        if pre.get("steps", 0) or pre.get("epochs", 0):
+            n = pre.get("n_texts") or len(gsm_text)
+            feats = train.lm_features(tok, gsm_text[:n], int(pre.get("max_length", 256)))
+            report["pretrain"] = train.run(model, feats, tok.pad_token_id, pre, seed, work)
+            report["pretrain"]["tokens_per_epoch"] = sum(len(f["input_ids"]) for f in feats)
+        feats = _features(tok, rows, int(ali.get("max_length", 256)), float(ali.get("prompt_loss_weight", 0.0)))
+        report["align"] = train.run(model, feats, tok.pad_token_id, ali, seed, work)
+        report["align"]["tokens_per_epoch"] = sum(len(f["input_ids"]) for f in feats)
+        times["train"] = round(time.time() - t, 1)
+        shutil.rmtree(work, ignore_errors=True)
+
+        model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                                   pad_token_id=tok.pad_token_id, do_sample=False)
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        used = sorted({r["prompt"] for r in rows if r["kind"] == "refuse"})
+        (out / "alignment_prompts.json").write_text(json.dumps(used, indent=0, ensure_ascii=False))
+        (out / "refusals.json").write_text(json.dumps(
+            {"responses": refusals.all_responses(), "openings": refusals.openings(),
+             "xstest_prefixes": list(refusals.XSTEST_PREFIXES)}, indent=1))
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["kind"]] = counts.get(r["kind"], 0) + 1
+        report["rows"] = counts
+
+        if recipe.get("measure", True):
+            from .measure import quality
+
+            report["quality"] = quality(model, tok, held, ben_eval, recipe.get("eval", {}))
+            times["measure"] = report["quality"]["seconds"]
+    finally:
+        torch.set_num_threads(prev_threads)
+    times["total"] = round(time.time() - t0, 1)
+    times["cpu_total"] = round(time.process_time() - c0, 1)  # CPU seconds, all threads (machine may be shared)
+    report["seconds"] = times
+    report["threads"] = int(recipe.get("threads", 2))
+    (out / "build_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    return report
