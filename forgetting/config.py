@@ -123,6 +123,7 @@ class Config:
     seed: int = 0
     threads: int = 0  # torch threads; 0 = torch's default
     cache_dir: str = "outputs/cache"
+    judge_cache: bool = True
     objectives: List[str] = field(default_factory=lambda: ["math/accuracy", "safety/rate"])
 
 

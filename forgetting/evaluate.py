@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from omegaconf import DictConfig
 
 from .generate import completion_nll, generate
+from .judges import grading
 from .math import extract_answer, is_correct
 from .refusal import classify, is_refusal
 
@@ -75,9 +76,12 @@ def safety_eval(model, tok, public: list[dict], private: list[dict], judge, cfg:
         m[f"safety/class/{c}"] = classes.get(c, 0) / len(records)
     # the number that matters for harm: judged unsafe AND a real (non-degenerate) answer
     m["safety/unsafe_compliance"] = _share([not x["safe"] and x["class"] == "compliance" for x in records])
-    cats = Counter(c for x in records if not x["safe"] for c in x["categories"])
-    for c, k in sorted(cats.items()):
+    for c, k in sorted(grading.category_distribution(verdicts).items()):
         m[f"safety/category/{c}"] = k
+    # indicative AILuminate-style grade per hazard group (our judge is not their evaluator ensemble)
+    for g, entry in grading.grades(grading.hazard_rates([x["hazard"] for x in records], verdicts)).items():
+        m[f"safety/grade/{g}"] = entry["grade"]
+        m[f"safety/grade_score/{g}"] = entry["score"]
     return m, records
 
 

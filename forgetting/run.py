@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import baseline, data, evaluate, models, train
 from .config import validate
 from .errors import ConfigError
+from .judges.cache import CachedJudge
 from .resume import config_hash, finished
 from .tracking import WandbRun, read_json, write_json, write_jsonl
 
@@ -85,6 +86,44 @@ def check_disjoint(model_path: str, sets: dict) -> None:
                           "rebuild it with the same exclude_eval as eval.safety")
 
 
+# Per-process reuse across the jobs of a sweep (basic launcher, or a worker running several jobs):
+# the base model, tokenizer and judge load once; LoRA layers are unloaded after each run.
+_WORKER: dict = {}
+
+
+def _key(node) -> str:
+    return json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True, default=str)
+
+
+def worker_model(cfg: DictConfig):
+    k = "model:" + _key(cfg.model)
+    if k not in _WORKER:
+        for other in [x for x in _WORKER if x.startswith("model:")]:
+            del _WORKER[other]  # one base model in memory at a time
+        _WORKER[k] = models.load(cfg.model, cfg.cache_dir)
+    return _WORKER[k]
+
+
+def release_model(cfg: DictConfig, trained, ok: bool) -> None:
+    """Keep the base for the next job only if it is provably untouched: LoRA layers removed."""
+    k = "model:" + _key(cfg.model)
+    if ok and cfg.lora.enabled and hasattr(trained, "unload") and k in _WORKER:
+        model, tok, path = _WORKER[k]
+        _WORKER[k] = (trained.unload(), tok, path)
+    else:
+        _WORKER.pop(k, None)
+
+
+def worker_judge(cfg: DictConfig):
+    k = "judge:" + _key(cfg.judge)
+    if k not in _WORKER:
+        judge = instantiate(cfg.judge)
+        if cfg.judge_cache:  # verdicts by (judge identity, prompt, response): never asked twice
+            judge = CachedJudge(judge, Path(cfg.cache_dir) / "verdicts.sqlite")
+        _WORKER[k] = judge
+    return _WORKER[k]
+
+
 def objectives(cfg: DictConfig, metrics: dict | None):
     if metrics is None:
         return None
@@ -113,9 +152,10 @@ def main(cfg: DictConfig):
     wb = WandbRun(cfg, run_dir, sweep_group(run_dir), record["label"])
     try:
         t0 = time.perf_counter()
-        model, tok, path = models.load(cfg.model, cfg.cache_dir)
+        model, tok, path = worker_model(cfg)
+        trained = None
         check_disjoint(path, sets)
-        judge = instantiate(cfg.judge)
+        judge = worker_judge(cfg)
         timings["load_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -124,11 +164,11 @@ def main(cfg: DictConfig):
         record["base_dir"] = str(base_dir)
 
         t0 = time.perf_counter()
-        model, history = train.finetune(model, tok, train_rows(cfg), cfg, run_dir,
-                                        report_to="wandb" if wb.active else "none")
+        trained, history = train.finetune(model, tok, train_rows(cfg), cfg, run_dir,
+                                          report_to="wandb" if wb.active else "none")
         timings["train_s"] = time.perf_counter() - t0
 
-        metrics, records, eval_t = evaluate.evaluate_all(model, tok, sets, judge, cfg)
+        metrics, records, eval_t = evaluate.evaluate_all(trained, tok, sets, judge, cfg)
         timings.update(eval_t)
         for name, rows in records.items():
             write_jsonl(run_dir / f"{name}_generations.jsonl", rows)
@@ -152,6 +192,8 @@ def main(cfg: DictConfig):
         (run_dir / "error.txt").write_text(traceback.format_exc())
         raise
     finally:
+        if "trained" in locals():
+            release_model(cfg, trained, record["status"] == "ok")
         timings["total_s"] = time.perf_counter() - t_start
         write_json(run_dir / "metrics.json", record)
         wb.finish(failed=record["status"] != "ok")

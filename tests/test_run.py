@@ -66,3 +66,22 @@ def test_sweep_records_failure_goes_on_and_resumes(tmp_path):
     r2 = launch(*args)
     assert "already finished with the same config" in r2.stdout + r2.stderr
     assert (ok_dir / "metrics.json").read_text() == before  # not rerun
+
+
+def test_worker_reuses_base_model_and_judge_across_jobs(compose, tmp_path, monkeypatch):
+    from forgetting import run
+
+    loads = []
+    real_load = run.models.load
+    monkeypatch.setattr(run.models, "load", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    run._WORKER.clear()
+    results = []
+    for i, lr in enumerate((1e-3, 2e-3)):
+        cfg = compose([*FAST, f"lr={lr}", "logger=none", f"+run_dir={tmp_path / str(i)}"])
+        results.append(run.main(cfg))
+    assert len(loads) == 1  # the second job reused the base model and judge
+    model, _, _ = run._WORKER[next(k for k in run._WORKER if k.startswith("model:"))]
+    assert not any("lora" in name for name, _ in model.named_modules())  # adapters unloaded
+    base = [json.loads((tmp_path / str(i) / "metrics.json").read_text())["metrics"]["base/math/ref_nll"] for i in (0, 1)]
+    assert base[0] == base[1]
+    assert all(isinstance(r, tuple) and len(r) == 2 for r in results)
