@@ -27,11 +27,11 @@ preset: install              ## build (or reuse) the offline tiny preset
 
 demo: install                ## lr x epochs sweep on the tiny preset, then the trade-off report
 	$(PY) launch.py -m +sweeps=demo hydra.sweep.dir=$(SWEEP); status=$$?; \
-	$(PY) -m forgetting.report $(SWEEP) --x math/ref_nll; exit $$status
+	$(PY) -m forgetting.report $(SWEEP) --x math/ref_nll --wandb; exit $$status
 
 pareto: install              ## Optuna search of the safety / ref-NLL Pareto front on the tiny preset
 	$(PY) launch.py -m +sweeps=pareto hydra.sweep.dir=outputs/sweeps/pareto; status=$$?; \
-	$(PY) -m forgetting.report outputs/sweeps/pareto --x math/ref_nll; exit $$status
+	$(PY) -m forgetting.report outputs/sweeps/pareto --x math/ref_nll --wandb; exit $$status
 
 report: install
 	$(PY) -m forgetting.report $(SWEEP)

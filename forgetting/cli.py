@@ -7,6 +7,9 @@ from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import env
+
+    env.setup()  # offline W&B, caches inside outputs/
     from . import report
 
     parser = argparse.ArgumentParser(prog="forgetting", description="Safety forgetting under math fine-tuning")

@@ -993,6 +993,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import env
+
+    env.setup()  # offline W&B, caches inside outputs/
     p = add_arguments(argparse.ArgumentParser(prog="python -m forgetting.report", description=__doc__.split("\n")[0]))
     args = p.parse_args(argv)
     return args.func(args)
