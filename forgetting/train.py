@@ -72,6 +72,7 @@ def finetune(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: Path,
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=max(1, min(10, len(rows) // o.batch_size // 4 or 1)),
+        logging_nan_inf_filter=False,  # the default hides NaN/inf losses from the logs: we fail on them
         save_strategy="no",
         report_to=report_to,
         bf16=bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),  # STACK trap 2

@@ -85,3 +85,26 @@ def test_worker_reuses_base_model_and_judge_across_jobs(compose, tmp_path, monke
     base = [json.loads((tmp_path / str(i) / "metrics.json").read_text())["metrics"]["base/math/ref_nll"] for i in (0, 1)]
     assert base[0] == base[1]
     assert all(isinstance(r, tuple) and len(r) == 2 for r in results)
+
+
+def test_nan_loss_fails_the_run_and_is_recorded(compose, tmp_path, monkeypatch):
+    import torch
+
+    from forgetting import run, train
+
+    real = train.finetune
+
+    def poisoned(model, *a, **k):  # a real NaN loss through the real trainer
+        with torch.no_grad():
+            model.get_input_embeddings().weight.fill_(float("nan"))
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(run.train, "finetune", poisoned)
+    run._WORKER.clear()
+    cfg = compose([*FAST, "logger=none", f"+run_dir={tmp_path}"])
+    with pytest.raises(train.NonFiniteLoss):
+        run.main(cfg)
+    rec = json.loads((tmp_path / "metrics.json").read_text())
+    assert rec["status"] == "failed" and rec["reason"].startswith("NonFiniteLoss: non-finite training loss nan")
+    assert (tmp_path / "error.txt").read_text().count("NonFiniteLoss") >= 1
+    assert not run._WORKER.get(next((k for k in run._WORKER if k.startswith("model:")), ""), None)  # poisoned base dropped
