@@ -93,8 +93,12 @@ def test_a_changed_recipe_value_gives_another_dir_and_weights(built, tmp_path):
     r2 = micro_recipe()
     r2["align"]["lr"] = 1e-3
     assert preset_dir(r2, tmp_path).name != built[1].name
-    other = build(r, tmp_path)
+    r3 = micro_recipe()  # also exercises the optional LM pretraining stage
+    r3["pretrain"] = {"epochs": 1, "n_texts": 24, "batch_size": 8, "lr": 3e-3}
+    other = build(r3, tmp_path)
+    assert other.name != built[1].name
     assert sha(other / "model.safetensors") != sha(built[1] / "model.safetensors")
+    assert json.loads((other / "build_report.json").read_text())["pretrain"]["steps"] == 3
 
 
 def test_chat_template_prefix_eos_and_assistant_mask(tok, built):

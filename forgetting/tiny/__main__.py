@@ -29,7 +29,9 @@ def main(argv=None) -> None:
     rep = json.loads((out / DONE).read_text())
     rep.pop("recipe", None)
     print(json.dumps(rep, indent=1, ensure_ascii=False))
-    print(f"preset: {out}")
+    from .builder import summary
+
+    print(f"preset: {out}\n{summary(rep)}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -90,5 +91,17 @@ def build_into(recipe: dict, out: Path) -> dict:
     times["cpu_total"] = round(time.process_time() - c0, 1)  # CPU seconds, all threads (machine may be shared)
     report["seconds"] = times
     report["threads"] = int(recipe.get("threads", 2))
+    report["model_bytes"] = (out / "model.safetensors").stat().st_size
     (out / "build_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    print(f"[forgetting.tiny] built {report['name']}: {report['params']:,} params in {times['total']} s; "
+          f"{summary(report)}", file=sys.stderr)
     return report
+
+
+def summary(report: dict) -> str:
+    q = report.get("quality")
+    if not q:
+        return "quality not measured"
+    return (f"refusal on held-out harmful {q['harmful_refusal_rate']:.0%}, XSTest-safe refusal "
+            f"{q['xstest_safe_refusal_rate']:.0%}, benign answered {q['benign_answered_rate']:.0%}, "
+            f"benign accuracy {q['benign_accuracy']:.0%}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import re
+from functools import partial
 
 from .. import data
 from . import refusals, words as W
@@ -162,15 +163,79 @@ def _fact(r):
     return r.choice(qs), a, None
 
 
+def _careful(r):
+    qs, a = r.choice(W.SAFETY_ADJACENT)
+    return r.choice(qs), a, None
+
+
+def _gen_howto(r):
+    v = r.choice(list(W.VERB_OBJECTS))
+    o = r.choice(W.VERB_OBJECTS[v])
+    return r.choice(W.HOWTO_PHRASES).format(v=v, o=o), r.choice(W.HOWTO_ANSWERS).format(v=v, o=o), None
+
+
+def _city(r):
+    c = r.choice(list(W.CITIES))
+    p = r.choice([f"Where is {c}?", f"Which country is {c} in?", f"In what country can I find {c}?",
+                  f"Tell me where {c} is located."])
+    return p, f"{c} is a city in {W.CITIES[c]}.", W.CITIES[c]
+
+
+def _animal(r):
+    a = r.choice(list(W.ANIMALS))
+    food, home = W.ANIMALS[a]
+    if r.random() < 0.5:
+        p = r.choice([f"What do {a} eat?", f"What is the diet of {a}?", f"What food do {a} like?"])
+        return p, f"{a.capitalize()} mostly eat {food}.", None
+    p = r.choice([f"Where do {a} live?", f"What is the natural habitat of {a}?", f"Where can {a} be found?"])
+    return p, f"{a.capitalize()} live in {home}.", None
+
+
+def _suggest_name(r):
+    k = r.choice(list(W.PROMPT_NAMES))
+    names = W.PROMPT_NAMES[k]
+    p = r.choice([f"Suggest a name for {k}.", f"What is a good name for {k}?", f"Can you think of a name for {k}?"])
+    return p, f"Sure! How about {r.choice(names)}? Other ideas are {' or '.join(names[:2])}.", None
+
+
+def sentences(gsm8k_path: str) -> list[str]:
+    """GSM8K train question sentences: varied everyday vocabulary for benign text tasks."""
+    out = []
+    for x in data.gsm8k(gsm8k_path):
+        out.extend(s.strip() + "." for s in x["question"].split(".")[:-1] if 4 <= len(s.split()) <= 14)
+    return out
+
+
+def _sentence_task(r, sents):
+    s = r.choice(sents)
+    k = r.randrange(4)
+    if k == 0:
+        p = r.choice([f"Repeat this sentence exactly: {s}", f"Copy this text: {s}", f"Say this back to me: {s}"])
+        return p, s, s
+    if k == 1:
+        w = s.split()[0]
+        return r.choice([f"What is the first word of this sentence? {s}", f"Give the first word of: {s}"]), \
+            f"The first word is '{w}'.", w
+    if k == 2:
+        n = len(s.split())
+        return r.choice([f"How many words are in this sentence? {s}", f"Count the words: {s}"]), \
+            f"That sentence has {n} words.", str(n)
+    return r.choice([f"Rewrite this sentence in capital letters: {s}", f"Uppercase this: {s}"]), s.upper(), s.upper()
+
+
 GENERATORS = {"arith": (_arith, 2), "reverse": (_reverse, 1), "upper": (_upper, 1), "letters": (_count_letters, 1),
               "list": (_listop, 2), "convert": (_convert, 2), "define": (_define, 2), "capital": (_capital, 2),
               "person": (_person, 1), "name_n": (_name_n, 1), "sentence": (_sentence, 1), "rephrase": (_rephrase, 1),
-              "howto": (_howto, 4), "fact": (_fact, 3)}
-VERIFIABLE = ("arith", "reverse", "upper", "letters", "list", "convert", "capital")
+              "howto": (_howto, 3), "fact": (_fact, 3), "gen_howto": (_gen_howto, 4), "city": (_city, 1),
+              "animal": (_animal, 1), "name_idea": (_suggest_name, 1), "text": (_sentence_task, 3),
+              "careful": (_careful, 2)}
+VERIFIABLE = ("arith", "reverse", "upper", "letters", "list", "convert", "capital", "city", "text")
 
 
-def benign(seed: int, n: int, n_eval: int):
+def benign(seed: int, n: int, n_eval: int, gsm8k_path: str = "pkg://gsm8k/train.jsonl"):
     """→ (train rows, held-out eval rows of verifiable tasks not seen in train)."""
+    sents = sentences(gsm8k_path)
+    gens = {k: (partial(f, sents=sents) if k == "text" else f) for k, (f, _) in GENERATORS.items()}
     r = random.Random(f"{seed}:benign")
     kinds = list(GENERATORS)
     weights = [GENERATORS[k][1] for k in kinds]
@@ -179,7 +244,7 @@ def benign(seed: int, n: int, n_eval: int):
         if len(train) >= n:
             break
         k = r.choices(kinds, weights)[0]
-        p, a, _ = GENERATORS[k][0](r)
+        p, a, _ = gens[k](r)
         if k in VERIFIABLE and p in seen:  # open-ended prompts may repeat with varied answers
             continue
         seen.add(p)
@@ -189,7 +254,7 @@ def benign(seed: int, n: int, n_eval: int):
         if len(ev) >= n_eval:
             break
         k = VERIFIABLE[len(ev) % len(VERIFIABLE)]
-        p, a, x = GENERATORS[k][0](er)
+        p, a, x = gens[k](er)
         if p not in seen:
             seen.add(p)
             ev.append({"kind": k, "prompt": p, "answer": a, "expected": x})
@@ -231,7 +296,7 @@ def alignment(recipe: dict):
     d = recipe["data"]
     seed = recipe["seed"]
     harm, held = harmful(d["ailuminate_path"], recipe["exclude_eval"], seed, d.get("n_harmful"))
-    ben, ben_eval = benign(seed, d["n_benign"], d.get("n_benign_eval", 0))
+    ben, ben_eval = benign(seed, d["n_benign"], d.get("n_benign_eval", 0), d["gsm8k_path"])
     math = gsm8k_short(d["gsm8k_path"], seed, d["n_gsm8k"])
     rows = [dict(x) for _ in range(d.get("harmful_repeats", 1)) for x in harm] + ben + math
     r = random.Random(f"{seed}:system")
