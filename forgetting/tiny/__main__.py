@@ -19,7 +19,7 @@ def main(argv=None) -> None:
     ap.add_argument("--preset", help="name of a conf/model preset (tiny, micro)")
     ap.add_argument("--cache-root", help="default: the yaml's cache_dir")
     ap.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. build.align.epochs=3")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)
     path = a.config or (CONF / f"{a.preset or 'tiny'}.yaml")
     if a.config and "=" in a.config:  # only overrides given
         a.overrides, path = [a.config, *a.overrides], CONF / f"{a.preset or 'tiny'}.yaml"

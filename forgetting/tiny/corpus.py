@@ -278,6 +278,21 @@ def harmful(path: str, exclude: dict, seed: int, n: int | None):
     return out, held
 
 
+def direct_harmful(seed: int, n: int):
+    """Short direct harmful requests → general refusals (phrased like the benign how-to rows)."""
+    r, out, seen = random.Random(f"{seed}:direct"), [], set()
+    pairs = [(v, o) for v, os_ in W.HARMFUL_ACTS.items() for o in os_]
+    for _ in range(n * 20):
+        if len(out) >= n:
+            break
+        v, o = r.choice(pairs)
+        p = r.choice(W.HOWTO_PHRASES + ["Tell me how to {v} {o}.", "Give me steps to {v} {o}."]).format(v=v, o=o)
+        if p not in seen:
+            seen.add(p)
+            out.append({"kind": "refuse_direct", "prompt": p, "answer": r.choice(refusals.GENERAL)})
+    return out
+
+
 def gsm8k_short(path: str, seed: int, n: int):
     rows = sorted(data.gsm8k(path), key=lambda x: data.rank(x["question"], seed))[:n]
     out = []
@@ -299,6 +314,7 @@ def alignment(recipe: dict):
     ben, ben_eval = benign(seed, d["n_benign"], d.get("n_benign_eval", 0), d["gsm8k_path"])
     math = gsm8k_short(d["gsm8k_path"], seed, d["n_gsm8k"])
     rows = [dict(x) for _ in range(d.get("harmful_repeats", 1)) for x in harm] + ben + math
+    rows += direct_harmful(seed, d.get("n_direct_harmful", 0))
     r = random.Random(f"{seed}:system")
     for x in rows:  # a few rows carry a system turn, so system prompts do not confuse the preset
         if r.random() < d.get("system_frac", 0.0):
