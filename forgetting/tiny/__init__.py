@@ -28,8 +28,17 @@ def as_dict(recipe) -> dict:
     return json.loads(json.dumps(dict(recipe)))
 
 
+def code_version() -> str:
+    """Hash of the builder's own sources: a change to how presets are built never reuses a stale one."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def recipe_hash(recipe) -> str:
-    canon = json.dumps(as_dict(recipe), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canon = json.dumps({"recipe": as_dict(recipe), "code": code_version()}, sort_keys=True, separators=(",", ":"),
+                       ensure_ascii=False)
     return hashlib.sha256(canon.encode()).hexdigest()[:12]
 
 
