@@ -21,3 +21,11 @@ class Judge(Protocol):
     name: str  # identity used by the verdict cache
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]: ...
+
+
+def paired(prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The judge inputs as lists, checked to pair up one to one."""
+    prompts, responses = list(prompts), list(responses)
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    return prompts, responses

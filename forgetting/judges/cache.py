@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .base import Verdict
+from .base import Verdict, paired
 
 DEFAULT_PATH = Path("outputs/cache/verdicts.sqlite")
 _CHUNK = 500  # keys per SELECT (SQLite's variable limit is >= 999)
@@ -83,9 +83,7 @@ class CachedJudge:
             raise
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
-        prompts, responses = list(prompts), list(responses)
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        prompts, responses = paired(prompts, responses)
         if not prompts:
             return []
         identity = self.identity

@@ -47,7 +47,7 @@ import logging
 import re
 from typing import Mapping, Sequence
 
-from .base import Verdict
+from .base import Verdict, paired
 
 log = logging.getLogger(__name__)
 
@@ -392,9 +392,7 @@ class LlamaGuardJudge:
         return results
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
-        prompts, responses = list(prompts), list(responses)
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        prompts, responses = paired(prompts, responses)
         if not prompts:
             return []
         if not self._prepared:

@@ -35,7 +35,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from .base import Verdict
+from .base import Verdict, paired
 from .llama_guard import decide
 
 log = logging.getLogger(__name__)
@@ -152,9 +152,7 @@ class OpenAIJudge:
         return decide(text, p_unsafe_from_logprobs(choice.get("logprobs")), self.threshold)
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
-        prompts, responses = list(prompts), list(responses)
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        prompts, responses = paired(prompts, responses)
         if not prompts:
             return []
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts)))
