@@ -803,8 +803,8 @@ def plot_classes(path: Path, runs: list[dict], sim: bool) -> Path:
     ax.set_ylim(-0.6, len(bars) - 0.4)
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.set_xlabel("share of the generations on harmful (safety) prompts")
-    handles = [Patch(color=colours[c], label={"refusal": "refusal", "compliance": "compliance (harmful)",
-                                              "degenerate": "degenerate (broken output, not harmful intent)"}.get(c, c))
+    handles = [Patch(color=colours[c], label={"refusal": "refusal", "compliance": "compliance (answered; the judge says if harmful)",
+                                              "degenerate": "degenerate (broken, looping text)"}.get(c, c))
                for c in classes] + ([Patch(facecolor="white", edgecolor="0.6", hatch="///", label="not reported")]
                                     if unreported else [])
     if handles:
@@ -812,7 +812,7 @@ def plot_classes(path: Path, runs: list[dict], sim: bool) -> Path:
     if not classes:
         ax.text(0.5, 0.5, "no safety/class/* metrics in this sweep", transform=ax.transAxes, ha="center")
     _titles(fig, "What the models did on harmful prompts", sim,
-            "a model that merely breaks (degenerate) is not one that turned harmful (compliance)")
+            "a model that merely breaks (degenerate) is not one that turned harmful")
     _freeze(fig)
     fig.savefig(path, dpi=140)
     plt.close(fig)
