@@ -52,6 +52,16 @@ def lora_config(lcfg: DictConfig):
 def finetune(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: Path, report_to: str = "none",
              callbacks: list | None = None):
     """Train on rows ({"prompt", "completion"}); returns (trained model, log history)."""
+    trainer, log = make_trainer(model, tokenizer, rows, cfg, run_dir, report_to, callbacks)
+    trainer.train()
+    trained = trainer.model
+    (run_dir / "adapter").mkdir(exist_ok=True)
+    trained.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
+    return trained, log.history
+
+
+def make_trainer(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: Path, report_to: str = "none",
+                 callbacks: list | None = None):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -90,8 +100,4 @@ def finetune(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: Path,
         peft_config=lora_config(cfg.lora),
         callbacks=[log, *(callbacks or [])],
     )
-    trainer.train()
-    trained = trainer.model
-    (run_dir / "adapter").mkdir(exist_ok=True)
-    trained.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
-    return trained, log.history
+    return trainer, log

@@ -61,3 +61,20 @@ def test_reference_setup_resolves():
     assert cfg.model.name_or_path == "unsloth/Llama-3.2-1B-Instruct" and cfg.model.load_in_4bit is True
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 16, 0.1)
     assert cfg.judge.model_name_or_path == "meta-llama/LlamaGuard-7b"
+
+
+def test_loss_is_on_the_assistant_completion_only(micro_path, tmp_path):
+    model, tok, _ = models.load(model_cfg(micro_path))
+    cfg = OmegaConf.create({
+        "optimizer": {"name": "adamw_torch", "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
+                      "batch_size": 2, "grad_accum": 1, "max_grad_norm": 1.0, "max_length": 256},
+        "lr": 1e-3, "epochs": 1, "seed": 0, "eval": {"system_prompt": None},
+        "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"], "bias": "none"}})
+    rows = [{"prompt": "Add 17 and 25.", "completion": "17 + 25 = 42. #### 42"}]
+    trainer, _ = train.make_trainer(model, tok, rows, cfg, tmp_path)
+    ex = trainer.train_dataset[0]
+    ids, mask = ex["input_ids"], [label != -100 for label in ex["labels"]]  # TRL folds the completion mask in
+    learned = tok.decode([i for i, m in zip(ids, mask) if m])
+    context = tok.decode([i for i, m in zip(ids, mask) if not m])
+    assert learned.startswith("17 + 25 = 42. #### 42" + tok.eos_token)
+    assert "Add 17 and 25." in context and "42" not in context  # the prompt and template carry no loss
