@@ -45,6 +45,10 @@ def label(cfg: DictConfig) -> str:
     parts = [f"lr={cfg.lr:g}", f"epochs={cfg.epochs}"]
     if cfg.method.name != "sft":
         parts.insert(0, cfg.method.name)
+    if not cfg.lora.enabled:
+        parts.append("full")
+    elif cfg.lora.r != 8:
+        parts.append(f"r={cfg.lora.r}")
     if cfg.seed:
         parts.append(f"seed={cfg.seed}")
     return " ".join(parts)
