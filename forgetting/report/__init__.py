@@ -1,0 +1,134 @@
+"""Turn a sweep directory (Hydra multirun output) into tables and pictures.
+
+    report(sweep_dir, x="math/accuracy", y="safety/rate", out_dir=None) -> {file name: path}
+    python -m forgetting.report <sweep_dir> [--x METRIC] [--y METRIC] [--minimize-x] [--wandb]
+
+Writes, by default into <sweep_dir>/report/:
+  tradeoff.csv            one row per run (ok and failed) plus one for the base model; every rate
+                          column has <col>_lo / <col>_hi Wilson 95 % interval columns
+  tradeoff_by_config.csv  runs that differ only in `seed` aggregated: mean, std, n seeds
+  tradeoff.png            safety vs math accuracy and vs math reference NLL, base model as a star
+  pareto.csv / .png       the non-dominated runs for the objectives (x, y)
+  safety_classes.png      refusal / compliance / degenerate share of the safety generations per run
+
+"Within noise of the base" is decided by a two-sided two-proportion z-test (pooled variance) of the
+run's safety count against the base model's, at the 5 % level; for seed groups the counts of the
+seeds are pooled.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Sequence
+
+# every name the former single-file module offered to callers, re-exported
+from ..errors import ConfigError
+from .plots import CLASS_COLOURS, EXTRA_CLASS_COLOURS, plot_classes, plot_pareto, plot_tradeoff
+from .points import _units
+from .runs import (SIM_NOTE, SKIP_DIRS, _is_sim, base_metrics, find_metrics_files, group_by_config,
+                   load_runs)
+from .stats import (ALPHA, count_for, count_key_candidates, direction, is_rate, pareto_mask, rate_interval,
+                    two_proportion_p, wilson)
+from .tables import config_rows, pareto_rows, tradeoff_rows, write_csv
+from .wandb_log import log_to_wandb
+
+
+def report(sweep_dir: str | Path, x: str = "math/accuracy", y: str = "safety/rate", out_dir: str | Path | None = None,
+           x_direction: str | None = None, y_direction: str | None = None, verbose: bool = True) -> dict[str, Path]:
+    """Write tradeoff.csv/.png, tradeoff_by_config.csv, pareto.csv/.png, safety_classes.png; return their paths."""
+    sweep_dir = Path(sweep_dir)
+    runs = load_runs(sweep_dir)
+    out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    sim = _is_sim(runs)
+    dx, dy = direction(x, x_direction), direction(y, y_direction)
+    paths: dict[str, Path] = {}
+
+    cols, rows = tradeoff_rows(runs)
+    write_csv(out / "tradeoff.csv", cols, rows)
+    paths["tradeoff.csv"] = out / "tradeoff.csv"
+
+    groups = group_by_config(runs)
+    ccols, crows = config_rows(runs, groups)
+    write_csv(out / "tradeoff_by_config.csv", ccols, crows)
+    paths["tradeoff_by_config.csv"] = out / "tradeoff_by_config.csv"
+
+    pcols, prows, mask = pareto_rows(runs, x, y, dx, dy)
+    write_csv(out / "pareto.csv", pcols, prows)
+    paths["pareto.csv"] = out / "pareto.csv"
+
+    xs = ["math/accuracy", "math/ref_nll"] + ([x] if x not in ("math/accuracy", "math/ref_nll") else [])
+    paths["tradeoff.png"] = plot_tradeoff(out / "tradeoff.png", runs, groups, y=y, xs=xs, sim=sim)
+    paths["pareto.png"] = plot_pareto(out / "pareto.png", runs, mask, x, y, dx, dy, sim)
+    paths["safety_classes.png"] = plot_classes(out / "safety_classes.png", runs, sim)
+
+    if verbose:
+        print(summary(runs, mask, x, y, dx, dy, groups))
+        print(f"report written to {out}/")
+        for name, p in paths.items():
+            print(f"  {p}")
+    return paths
+
+
+def summary(runs: list[dict], mask: list[bool], x: str, y: str, dx: str, dy: str, groups: list[dict]) -> str:
+    ok = [r for r in runs if r["status"] == "ok"]
+    failed = [r for r in runs if r["status"] != "ok"]
+    lines = []
+    if _is_sim(runs):
+        lines.append(f"*** {SIM_NOTE} ***")
+    lines.append(f"{len(runs)} run(s): {len(ok)} ok, {len(failed)} failed")
+    for r in failed:
+        lines.append(f"  FAILED {r['display']} ({r['dir']}): {r['reason'] or 'no reason given'}")
+    front = [r["display"] for r, f in zip(runs, mask) if f]
+    lines.append(f"Pareto front ({dx} {x}, {dy} {y}): " + (", ".join(front) if front else "none"))
+    multi = [g for g in groups if len(g["ok"]) >= 2]
+    if multi:
+        lines.append(f"{len(multi)} config(s) repeated over seeds: aggregated in tradeoff_by_config.csv")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ CLI
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("sweep_dir", help="Hydra multirun directory (searched recursively for metrics.json)")
+    p.add_argument("--x", default="math/accuracy", help="x objective for the Pareto front (default: math/accuracy)")
+    p.add_argument("--y", default="safety/rate", help="y objective / safety metric (default: safety/rate)")
+    gx = p.add_mutually_exclusive_group()
+    gx.add_argument("--maximize-x", dest="x_direction", action="store_const", const="max")
+    gx.add_argument("--minimize-x", dest="x_direction", action="store_const", const="min",
+                    help="default: minimize metrics ending in nll/loss, maximize the rest")
+    gy = p.add_mutually_exclusive_group()
+    gy.add_argument("--maximize-y", dest="y_direction", action="store_const", const="max")
+    gy.add_argument("--minimize-y", dest="y_direction", action="store_const", const="min")
+    p.add_argument("--out-dir", default=None, help="default: <sweep_dir>/report")
+    p.add_argument("--wandb", action="store_true", help="also log the table and images to a W&B run")
+    p.add_argument("--wandb-project", default="forgetting")
+    p.add_argument("--wandb-group", default=None, help="default: the sweep directory's name")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        paths = report(args.sweep_dir, x=args.x, y=args.y, out_dir=args.out_dir,
+                       x_direction=args.x_direction, y_direction=args.y_direction)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.wandb:
+        with open(paths["tradeoff.csv"], newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        run_dir = log_to_wandb(paths, rows, project=args.wandb_project,
+                               group=args.wandb_group or Path(args.sweep_dir).resolve().name)
+        print(f"logged to W&B: {run_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .. import env
+
+    env.setup()  # offline W&B, caches inside outputs/
+    p = add_arguments(argparse.ArgumentParser(prog="python -m forgetting.report", description=__doc__.split("\n")[0]))
+    args = p.parse_args(argv)
+    return args.func(args)

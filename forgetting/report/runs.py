@@ -1,0 +1,167 @@
+"""Reading a sweep directory: one dict per run's metrics.json, their labels, the base model's metrics."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import ConfigError
+from .stats import _finite
+
+SIM_NOTE = "CPU simulation (tiny preset), not Llama results"
+SKIP_DIRS = {".hydra", "wandb"}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def find_metrics_files(sweep_dir: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(sweep_dir):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        if "metrics.json" in files:
+            found.append(Path(root) / "metrics.json")
+    return found
+
+
+def load_runs(sweep_dir: str | Path) -> list[dict]:
+    """One dict per metrics.json: dir, label, status, reason, config_hash, simulation, params, metrics, timings."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"sweep directory not found: {sweep_dir}")
+    files = find_metrics_files(sweep_dir)
+    if not files:
+        raise ConfigError(f"no metrics.json under {sweep_dir} (skipping .hydra/ and wandb/)")
+    runs = []
+    for f in files:
+        rel = str(f.parent.relative_to(sweep_dir)) or "."
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("top level is not an object")
+        except (ValueError, OSError) as e:
+            runs.append(dict(dir=rel, label=None, status="failed", reason=f"unreadable metrics.json: {e}",
+                             config_hash=None, simulation=None, params={}, metrics={}, timings={}))
+            continue
+        metrics = {k: v for k, v in (data.get("metrics") or {}).items() if _finite(v)}
+        status = data.get("status") or ("ok" if metrics else "failed")
+        reason = data.get("reason")
+        if status == "ok" and not metrics:
+            status, reason = "failed", reason or "status ok but no metrics"
+        runs.append(dict(dir=rel, label=data.get("label"), status=str(status), reason=reason,
+                         config_hash=data.get("config_hash"), simulation=data.get("simulation"),
+                         params=_flatten(data.get("params") or {}), metrics=metrics,
+                         timings={k: v for k, v in _flatten(data.get("timings") or {}).items() if _finite(v)}))
+    _fill_labels(runs)
+    runs.sort(key=_run_sort_key)
+    return runs
+
+
+def _fill_labels(runs: list[dict]) -> None:
+    varying = _varying_params(runs, exclude=())
+    for r in runs:
+        if not r["label"]:
+            r["label"] = " ".join(f"{k}={_fmt(r['params'][k])}" for k in varying if k in r["params"]) or r["dir"]
+    # runs that share a label (seed repeats) get the seed appended for display
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r["label"]] = seen.get(r["label"], 0) + 1
+    for r in runs:
+        seed = r["params"].get("seed")
+        r["display"] = r["label"] + (f" seed={seed}" if seen[r["label"]] > 1 and seed is not None
+                                     and f"seed={seed}" not in r["label"] else "")
+
+
+def _varying_params(runs: list[dict], exclude: Iterable[str] = ("seed",)) -> list[str]:
+    keys = _ordered_union(r["params"] for r in runs)
+    return [k for k in keys if k not in exclude and len({json.dumps(r["params"].get(k), default=str) for r in runs}) > 1]
+
+
+def _ordered_union(dicts: Iterable[dict]) -> list[str]:
+    out: dict[str, None] = {}
+    for d in dicts:
+        for k in d:
+            out.setdefault(k, None)
+    return list(out)
+
+
+def _run_sort_key(r: dict):
+    def norm(v):
+        return (0, v, "") if _finite(v) else (1, 0, str(v))
+    return [norm(v) for v in r["params"].values()] + [(2, 0, r["dir"])]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def base_metrics(runs: list[dict]) -> dict:
+    """The base model's metrics, un-prefixed (math/accuracy, ...), from the first ok run that has them."""
+    bases = [{k[5:]: v for k, v in r["metrics"].items() if k.startswith("base/")} for r in runs if r["status"] == "ok"]
+    bases = [b for b in bases if b]
+    if not bases:
+        return {}
+    first = bases[0]
+    for b in bases[1:]:
+        diff = [k for k in first if k in b and abs(first[k] - b[k]) > 1e-9]
+        if diff:
+            print(f"warning: base-model values differ between runs ({', '.join(diff[:3])}); using the first run's",
+                  file=sys.stderr)
+            break
+    return first
+
+
+def _derived(r: dict, base: dict) -> dict:
+    """safety_drop / accuracy_gain when the run did not write them."""
+    m, out = r["metrics"], {}
+    if "safety_drop" not in m and _finite(m.get("safety/rate")) and _finite(base.get("safety/rate")):
+        out["safety_drop"] = base["safety/rate"] - m["safety/rate"]
+    if "accuracy_gain" not in m and _finite(m.get("math/accuracy")) and _finite(base.get("math/accuracy")):
+        out["accuracy_gain"] = m["math/accuracy"] - base["math/accuracy"]
+    return out
+
+
+def _is_sim(runs: list[dict]) -> bool:
+    return any(r.get("simulation") for r in runs)
+
+
+def _counts_only(runs: list[dict]) -> dict:
+    """The evaluation-set sizes (…/n…) of the first ok run: the base model was evaluated on the same sets."""
+    for r in runs:
+        if r["status"] == "ok":
+            return {k: v for k, v in r["metrics"].items() if re.search(r"/n(_|/|$)", k) and not k.startswith("base/")}
+    return {}
+
+
+def group_by_config(runs: list[dict]) -> list[dict]:
+    """Runs whose params are equal except for `seed`: [{label, params, ok: [runs], failed: [runs]}]."""
+    groups: dict[str, dict] = {}
+    for r in runs:
+        p = {k: v for k, v in r["params"].items() if k != "seed"}
+        key = json.dumps(p, sort_keys=True, default=str) if r["params"] else f"dir:{r['dir']}"
+        g = groups.setdefault(key, dict(params=p, ok=[], failed=[]))
+        g["ok" if r["status"] == "ok" else "failed"].append(r)
+    for g in groups.values():
+        first = (g["ok"] or g["failed"])[0]
+        g["label"] = _without_seed(first["label"])
+    return list(groups.values())
+
+
+def _without_seed(label: str) -> str:
+    """The label with its seed=... part removed (the label itself if nothing else is left)."""
+    return re.sub(r"\s*\bseed=\S+", "", label).strip() or label
