@@ -17,7 +17,7 @@ from .config import validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
 from .resume import config_hash, finished
-from .tracking import WandbRun, read_json, write_json, write_jsonl
+from .tracking import WandbRun, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 BASE_KEYS = ("math/accuracy", "math/accuracy_public", "math/accuracy_private", "math/ref_nll", "safety/rate",
@@ -205,7 +205,3 @@ def main(cfg: DictConfig):
              record["label"], metrics["math/accuracy"], metrics["math/ref_nll"], metrics["safety/rate"],
              base["safety/rate"], metrics["over_refusal/rate"])
     return objectives(cfg, record["metrics"])
-
-
-def load_metrics(run_dir: str | Path) -> dict:
-    return read_json(Path(run_dir) / "metrics.json")
