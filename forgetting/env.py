@@ -1,4 +1,5 @@
 """Offline-by-default environment: no hub downloads, W&B offline, caches inside the project."""
+import logging
 import os
 from pathlib import Path
 
@@ -23,3 +24,5 @@ def setup(root: str | Path = "outputs") -> None:
     }
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
+    # bitsandbytes warns on every CPU import about an optional kernels package: noise, not news
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
