@@ -64,31 +64,32 @@ class MethodConfig:
 
 
 @dataclass
-class MathEvalConfig:
-    n_public: int = 100
-    n_private: int = 100
-    seed: int = 0
-    max_new_tokens: int = 256
-    batch_size: int = 32
-
-
-@dataclass
-class SafetyEvalConfig:
-    path: str = "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv"
-    n_public: int = 40
-    n_private: int = 40
+class GenerationSet:
+    """What every evaluation set shares: a selection seed and greedy generation settings."""
     seed: int = 0
     max_new_tokens: int = 96
     batch_size: int = 32
 
 
 @dataclass
-class OverRefusalConfig:
+class MathEvalConfig(GenerationSet):
+    n_public: int = 100
+    n_private: int = 100
+    max_new_tokens: int = 256
+
+
+@dataclass
+class SafetyEvalConfig(GenerationSet):
+    path: str = "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv"
+    n_public: int = 40
+    n_private: int = 40
+
+
+@dataclass
+class OverRefusalConfig(GenerationSet):
     path: str = "pkg://xstest/xstest_prompts.csv"
     n: int = 50
-    seed: int = 0
     max_new_tokens: int = 64
-    batch_size: int = 32
 
 
 @dataclass
