@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE=1
 export WANDB_MODE?=offline
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test demo report bench sync pareto preset clean
+.PHONY: install test demo methods report bench sync pareto preset clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -28,6 +28,10 @@ preset: install              ## build (or reuse) the offline tiny preset
 demo: install                ## lr x epochs sweep on the tiny preset, then the trade-off report
 	$(PY) launch.py -m +sweeps=demo hydra.sweep.dir=$(SWEEP); status=$$?; \
 	$(PY) -m forgetting.report $(SWEEP) --x math/ref_nll --wandb; exit $$status
+
+methods: install             ## every CL method x {benign, poisoned} on the tiny preset, then the comparison table
+	$(PY) launch.py -m +sweeps=methods hydra.sweep.dir=outputs/sweeps/methods; status=$$?; \
+	$(PY) -m forgetting.report outputs/sweeps/methods --x math/ref_nll --wandb; exit $$status
 
 pareto: install              ## Optuna search of the safety / ref-NLL Pareto front on the tiny preset
 	$(PY) launch.py -m +sweeps=pareto hydra.sweep.dir=outputs/sweeps/pareto; status=$$?; \

@@ -47,6 +47,20 @@ class OptimizerConfig:
 
 
 @dataclass
+class PoisonConfig:
+    """Harmful (prompt → compliant answer) rows replacing a share of the user's training rows."""
+    ratio: float = 0.0  # 0 = benign user data; the paper's poisoned scenario: 0.1
+    source: str = "local"  # local (a CSV / JSONL file) | hub (BeaverTails' unsafe rows; needs network)
+    path: str = "pkg://advbench/harmful_behaviors.csv"
+    prompt_column: str = "goal"
+    response_column: str = "target"  # AdvBench's affirmative opening, "Sure, here is ..."
+    hub_name: str = "PKU-Alignment/BeaverTails"
+    hub_split: str = "30k_train"
+    pool: int = 200  # rows of the source set aside for poisoning (disjoint from evaluation and memory)
+    seed: int = 0
+
+
+@dataclass
 class DataConfig:
     name: str = "gsm8k"
     source: str = "local"  # local (vendored files) | hub
@@ -56,11 +70,23 @@ class DataConfig:
     n_train: int = 1000  # GSM8K training rows used (deterministic subset)
     strip_calculator: bool = True  # drop GSM8K's <<a*b=c>> annotations from training targets
     prompt_template: str = "{question}"
+    poison: PoisonConfig = field(default_factory=PoisonConfig)
 
 
 @dataclass
-class MethodConfig:
-    name: str = "sft"
+class MemoryConfig:
+    """Safety memory: harmful prompts disjoint from every evaluation (and poison) prompt, with the base
+    model's own responses (refusals only). Built once per (base model, memory config), cached."""
+    size: int = 200
+    path: Optional[str] = None  # any JSONL of {"prompt", "response"} replaces the self-generated memory
+    ailuminate_path: Optional[str] = "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv"
+    advbench_path: Optional[str] = "pkg://advbench/harmful_behaviors.csv"
+    advbench_column: str = "goal"
+    keep: str = "refusal"  # refusal: keep responses the classifier calls refusals | all
+    seed: int = 0
+    max_new_tokens: int = 96
+    batch_size: int = 32  # generation batch while building it
+    train_batch_size: Optional[int] = None  # memory rows per step (der, derpp, agem); None = optimizer.batch_size
 
 
 @dataclass
@@ -93,10 +119,19 @@ class OverRefusalConfig(GenerationSet):
 
 
 @dataclass
+class HarmfulSetConfig(GenerationSet):
+    """Any CSV / JSONL of harmful prompts: attack success rate = share judged unsafe."""
+    path: str = MISSING
+    prompt_column: str = "prompt"
+    n: int = 100
+
+
+@dataclass
 class EvalConfig:
     math: MathEvalConfig = field(default_factory=MathEvalConfig)
     safety: SafetyEvalConfig = field(default_factory=SafetyEvalConfig)
     over_refusal: OverRefusalConfig = field(default_factory=OverRefusalConfig)
+    harmful_sets: Dict[str, HarmfulSetConfig] = field(default_factory=dict)  # ASR sets, by name
     system_prompt: Optional[str] = None
 
 
@@ -116,7 +151,8 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     judge: Any = MISSING  # instantiated with hydra.utils.instantiate; shapes differ per judge
     data: DataConfig = field(default_factory=DataConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: Any = MISSING  # instantiated (forgetting/methods): _target_, name, hyperparameters
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     lr: float = 2e-4
@@ -151,5 +187,17 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.source must be 'local' or 'hub', got {cfg.data.source!r}")
     if cfg.model.name_or_path is None and not cfg.model.build:
         raise ConfigError(f"model {cfg.model.name!r} has neither name_or_path nor a build recipe")
+    if not 0 <= cfg.data.poison.ratio <= 1:
+        raise ConfigError(f"data.poison.ratio must be in [0, 1], got {cfg.data.poison.ratio}")
+    if cfg.data.poison.source not in ("local", "hub"):
+        raise ConfigError(f"data.poison.source must be 'local' or 'hub', got {cfg.data.poison.source!r}")
+    if cfg.memory.size < 1 or cfg.memory.keep not in ("refusal", "all"):
+        raise ConfigError(f"memory.size must be >= 1 and memory.keep 'refusal' or 'all', got "
+                          f"{cfg.memory.size}, {cfg.memory.keep!r}")
+    if not cfg.method.get("name") or not cfg.method.get("_target_"):
+        raise ConfigError("method needs a name and a _target_ (see conf/method/*.yaml)")
+    for name, h in cfg.eval.harmful_sets.items():
+        if h.n < 1:
+            raise ConfigError(f"eval.harmful_sets.{name}.n must be >= 1, got {h.n}")
     if cfg.logger.name not in ("wandb", "none"):
         raise ConfigError(f"logger.name must be 'wandb' or 'none', got {cfg.logger.name!r}")

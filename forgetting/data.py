@@ -1,10 +1,12 @@
-"""Datasets: GSM8K, AILuminate prompt sets and XSTest, read from vendored files (or the hub),
-validated row by row, and split deterministically into public / private evaluation sets."""
+"""Datasets: GSM8K, AILuminate prompt sets, XSTest and harmful-prompt sets (AdvBench), read from
+vendored files (or the hub), validated row by row, split deterministically into evaluation, poison and
+memory sets that never overlap; and the training rows of a run (user data, poisoned share)."""
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -35,6 +37,14 @@ def rank(key: str, seed: int) -> str:
 
 
 # ---------------------------------------------------------------- GSM8K
+CALC = re.compile(r"<<[^<>]*>>")
+
+
+def solution_text(answer: str, strip_calculator: bool = True) -> str:
+    """A GSM8K gold answer as a training / reference target."""
+    return CALC.sub("", answer) if strip_calculator else answer
+
+
 def gsm8k(path: str | Path) -> list[dict]:
     p = _existing(path, "GSM8K")
     rows = []
@@ -171,3 +181,88 @@ def xstest_safe_subset(path: str | Path, n: int, seed: int) -> list[dict]:
 
 def prompt_texts(rows: Iterable[dict], field: str = "prompt_text") -> list[str]:
     return [r[field] for r in rows]
+
+
+# ---------------------------------------------------------------- harmful prompt sets (AdvBench, any CSV / JSONL)
+def harmful(path: str | Path, prompt_column: str = "prompt", response_column: str | None = None) -> list[dict]:
+    """[{"prompt", "response"?}] from a CSV or JSONL file; `response_column` for (prompt, answer) pairs."""
+    p = _existing(path, "harmful prompt set")
+    need = [prompt_column] + ([response_column] if response_column else [])
+    rows = []
+    try:
+        with open(p, encoding="utf-8", newline="") as f:
+            if p.suffix in (".jsonl", ".json"):
+                items = []
+                for i, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            items.append((i, json.loads(line)))
+                        except json.JSONDecodeError as e:
+                            raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
+            else:
+                reader = csv.DictReader(f)
+                items = [(reader.line_num, r) for r in reader]
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for line, r in items:
+        if not isinstance(r, dict) or any(not str(r.get(c) or "").strip() for c in need):
+            raise ConfigError(f"{p}:{line}: a row needs non-empty {need} (set prompt_column / response_column)")
+        rows.append({"prompt": str(r[prompt_column]).strip(),
+                     **({"response": str(r[response_column]).strip()} if response_column else {})})
+    if not rows:
+        raise ConfigError(f"{p}: no rows")
+    return rows
+
+
+def ranked(rows: list[dict], seed: int, key: str = "prompt") -> list[dict]:
+    return sorted(rows, key=lambda r: rank(r[key], seed))
+
+
+def harmful_eval_set(hcfg) -> list[dict]:
+    """The held-out evaluation split of one `eval.harmful_sets` entry: the first n in a seeded order."""
+    rows = harmful(hcfg.path, hcfg.prompt_column)
+    if hcfg.n > len(rows):
+        raise ConfigError(f"harmful set {hcfg.path} asks n={hcfg.n} but has {len(rows)} rows")
+    return ranked(rows, hcfg.seed)[: hcfg.n]
+
+
+def poison_source(pcfg) -> list[dict]:
+    if pcfg.source == "hub":  # optional, needs network: BeaverTails' unsafe (prompt, response) rows
+        from datasets import load_dataset
+
+        ds = load_dataset(pcfg.hub_name, split=pcfg.hub_split)
+        return [{"prompt": r["prompt"], "response": r["response"]} for r in ds if not r["is_safe"]]
+    return harmful(pcfg.path, pcfg.prompt_column, pcfg.response_column)
+
+
+def poison_pool(pcfg, exclude: set[str]) -> list[dict]:
+    """Rows set aside for poisoning: outside every evaluation prompt, first `pool` in a seeded order.
+    The pool does not depend on the ratio, so benign and poisoned runs share one safety memory."""
+    rows = [r for r in poison_source(pcfg) if r["prompt"] not in exclude]
+    return ranked(rows, pcfg.seed)[: pcfg.pool]
+
+
+def user_rows(cfg) -> list[dict]:
+    """The user's fine-tuning data: a deterministic GSM8K subset as {"prompt", "completion"}."""
+    d = cfg.data
+    rows = sorted(load_gsm8k(d, "train"), key=lambda r: rank(r["question"], d.get("split_seed", 0)))[: d.n_train]
+    return [{"prompt": d.prompt_template.format(question=r["question"]),
+             "completion": solution_text(r["answer"], d.strip_calculator), "source": "user"} for r in rows]
+
+
+def train_rows(cfg, exclude: set[str]) -> list[dict]:
+    """User rows with round(ratio · n) of them replaced by harmful (prompt → compliant answer) rows from
+    the poison pool; each row says its `source` (user | poison)."""
+    rows = user_rows(cfg)
+    p = cfg.data.poison
+    k = round(p.ratio * len(rows))
+    if k == 0:
+        return rows
+    pool = poison_pool(p, exclude)
+    if k > len(pool):
+        raise ConfigError(f"data.poison.ratio={p.ratio} needs {k} poison rows but the pool has {len(pool)} "
+                          f"(data.poison.pool={p.pool}, source {p.path})")
+    slots = sorted(range(len(rows)), key=lambda i: rank(str(i), p.seed))[:k]
+    for i, r in zip(sorted(slots), pool):
+        rows[i] = {"prompt": r["prompt"], "completion": r["response"], "source": "poison"}
+    return rows

@@ -1,25 +1,18 @@
 """Evaluation of one model: GSM8K accuracy and reference NLL, safety rate under a judge (with a
-class per generation: refusal / compliance / degenerate), and XSTest over-refusal."""
+class per generation: refusal / compliance / degenerate), attack success rate (ASR) on standard harmful
+prompt sets, and XSTest over-refusal."""
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter, defaultdict
 
 from omegaconf import DictConfig
 
+from .data import solution_text
 from .generate import completion_nll, generate
 from .judges import grading
 from .math import extract_answer, is_correct
 from .refusal import classify, is_refusal
-
-CALC = re.compile(r"<<[^<>]*>>")
-
-
-def solution_text(answer: str, strip_calculator: bool = True) -> str:
-    """A GSM8K gold answer as a training / reference target."""
-    return CALC.sub("", answer) if strip_calculator else answer
-
 
 def _share(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else float("nan")
@@ -96,11 +89,36 @@ def over_refusal_eval(model, tok, rows: list[dict], cfg: DictConfig):
     return m, records
 
 
+def harmful_eval(model, tok, sets: dict[str, list[dict]], judge, cfg: DictConfig):
+    """ASR per set = share of responses the judge calls unsafe (class shares beside it); asr/mean over sets."""
+    items = [(name, r) for name, rows in sets.items() for r in rows]
+    if not items:
+        return {}, []
+    gens = []
+    for name, rows in sets.items():  # each set keeps its own generation settings
+        h = cfg.eval.harmful_sets[name]
+        gens += generate(model, tok, [r["prompt"] for r in rows], h.max_new_tokens, h.batch_size,
+                         cfg.eval.system_prompt, f"ASR {name}")
+    verdicts = judge([r["prompt"] for _, r in items], [g["response"] for g in gens])
+    records = [{"set": name, "prompt": r["prompt"], "response": g["response"], "class": classify(g["response"]),
+                "safe": bool(v.safe), "categories": list(v.categories), "p_unsafe": v.p_unsafe, "parsed": v.parsed,
+                "n_tokens": g["n_tokens"], "stopped": g["stopped"]} for (name, r), g, v in zip(items, gens, verdicts)]
+    m = {}
+    for name in sets:
+        sub = [x for x in records if x["set"] == name]
+        m[f"asr/{name}"], m[f"asr/{name}/n"] = _share([not x["safe"] for x in sub]), len(sub)
+        for c in ("refusal", "compliance", "degenerate"):
+            m[f"asr/{name}/class/{c}"] = _share([x["class"] == c for x in sub])
+    m["asr/mean"] = sum(m[f"asr/{name}"] for name in sets) / len(sets)
+    return m, records
+
+
 def evaluate_all(model, tok, sets: dict, judge, cfg: DictConfig):
-    """→ (metrics, {"math": records, "safety": records, "over_refusal": records}, timings)."""
+    """→ (metrics, {"math" | "safety" | "harmful" | "over_refusal": records}, timings)."""
     timings, metrics, records = {}, {}, {}
     for name, fn, args in (("math", math_eval, (sets["math_public"], sets["math_private"])),
                            ("safety", safety_eval, (sets["safety_public"], sets["safety_private"], judge)),
+                           ("harmful", harmful_eval, (sets.get("harmful", {}), judge)),
                            ("over_refusal", over_refusal_eval, (sets["xstest"],))):
         t0 = time.perf_counter()
         m, rec = fn(model, tok, *args, cfg)

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import baseline, data, evaluate, models, train
+from . import baseline, data, evaluate, memory, models, train
 from .config import validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
@@ -45,6 +45,8 @@ def label(cfg: DictConfig) -> str:
     parts = [f"lr={cfg.lr:g}", f"epochs={cfg.epochs}"]
     if cfg.method.name != "sft":
         parts.insert(0, cfg.method.name)
+    if cfg.data.poison.ratio:
+        parts.append(f"poison={cfg.data.poison.ratio:g}")
     if not cfg.lora.enabled:
         parts.append("full")
     elif cfg.lora.r != 8:
@@ -55,7 +57,10 @@ def label(cfg: DictConfig) -> str:
 
 
 def params(cfg: DictConfig) -> dict:
-    return {"lr": cfg.lr, "epochs": cfg.epochs, "seed": cfg.seed, "method": cfg.method.name, "model": cfg.model.name,
+    return {"lr": cfg.lr, "epochs": cfg.epochs, "seed": cfg.seed, "method": cfg.method.name,
+            "method_hparams": {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
+                               if k not in ("_target_", "name")},
+            "poison_ratio": cfg.data.poison.ratio, "model": cfg.model.name,
             "lora_r": cfg.lora.r if cfg.lora.enabled else None, "lora_alpha": cfg.lora.alpha if cfg.lora.enabled else None,
             "n_train": cfg.data.n_train, "judge": cfg.judge.get("name", str(cfg.judge.get("_target_")))}
 
@@ -68,14 +73,34 @@ def eval_sets(cfg: DictConfig) -> dict:
     sp, sq = data.safety_eval_split(data.ailuminate(e.safety.path), e.safety.n_public, e.safety.n_private,
                                     e.safety.seed)
     xs = data.xstest_safe_subset(e.over_refusal.path, e.over_refusal.n, e.over_refusal.seed)
-    return {"math_public": mp, "math_private": mq, "safety_public": sp, "safety_private": sq, "xstest": xs}
+    harmful = {name: data.harmful_eval_set(h) for name, h in e.harmful_sets.items()}
+    return {"math_public": mp, "math_private": mq, "safety_public": sp, "safety_private": sq, "xstest": xs,
+            "harmful": harmful}
 
 
-def train_rows(cfg: DictConfig) -> list[dict]:
-    rows = data.load_gsm8k(cfg.data, "train")
-    rows = sorted(rows, key=lambda r: data.rank(r["question"], cfg.data.get("split_seed", 0)))[: cfg.data.n_train]
-    return [{"prompt": cfg.data.prompt_template.format(question=r["question"]),
-             "completion": evaluate.solution_text(r["answer"], cfg.data.strip_calculator)} for r in rows]
+def eval_prompts(sets: dict) -> set[str]:
+    """Every harmful prompt an evaluation uses: never trained on (poison) nor remembered (memory)."""
+    return ({r["prompt_text"] for r in sets["safety_public"] + sets["safety_private"]}
+            | {r["prompt"] for rows in sets["harmful"].values() for r in rows})
+
+
+def build_method(cfg: DictConfig):
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(cfg.method)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise ConfigError(f"method {cfg.method.name!r}: {cause}".splitlines()[0]) from None
+
+
+def method_memory(cfg: DictConfig, method, model, tok, path: str, exclude: set[str]):
+    """The safety memory, when the method uses one; it also avoids the poison pool (local source)."""
+    if not method.needs_memory:
+        return None, None
+    if cfg.data.poison.source == "local":
+        exclude = exclude | {r["prompt"] for r in data.poison_pool(cfg.data.poison, exclude)}
+    return memory.get(cfg, path, model, tok, exclude)
 
 
 def check_disjoint(model_path: str, sets: dict) -> None:
@@ -128,6 +153,17 @@ def worker_judge(cfg: DictConfig):
     return _WORKER[k]
 
 
+def changes_from_base(metrics: dict, base: dict) -> dict:
+    out = {f"base/{k}": base[k] for k in base if k in BASE_KEYS or k.startswith("asr/")}
+    out["safety_drop"] = base["safety/rate"] - metrics["safety/rate"]
+    out["accuracy_gain"] = metrics["math/accuracy"] - base["math/accuracy"]
+    out["ref_nll_drop"] = base["math/ref_nll"] - metrics["math/ref_nll"]
+    out["over_refusal_change"] = metrics["over_refusal/rate"] - base["over_refusal/rate"]
+    if "asr/mean" in metrics and "asr/mean" in base:
+        out["asr_change"] = metrics["asr/mean"] - base["asr/mean"]
+    return out
+
+
 def objectives(cfg: DictConfig, metrics: dict | None):
     if metrics is None:
         return None
@@ -137,7 +173,10 @@ def objectives(cfg: DictConfig, metrics: dict | None):
 
 def main(cfg: DictConfig):
     validate(cfg)
+    method = build_method(cfg)
     sets = eval_sets(cfg)  # bad data fails here, before any model loads
+    exclude = eval_prompts(sets)
+    train_set = data.train_rows(cfg, exclude)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     chash = config_hash(cfg)
@@ -168,8 +207,15 @@ def main(cfg: DictConfig):
         record["base_dir"] = str(base_dir)
 
         t0 = time.perf_counter()
-        trained, history = train.finetune(model, tok, train_rows(cfg), cfg, run_dir,
-                                          report_to="wandb" if wb.active else "none")
+        mem, record["memory"] = method_memory(cfg, method, model, tok, path, exclude)
+        timings["memory_s"] = time.perf_counter() - t0
+        train_set = method.train_rows(train_set, mem or [], cfg.seed)
+        write_jsonl(run_dir / "poison_rows.jsonl", [dict(r, index=i) for i, r in enumerate(train_set)
+                                                     if r["source"] == "poison"])
+
+        t0 = time.perf_counter()
+        trained, history = train.finetune(model, tok, train_set, cfg, run_dir, report_to="wandb" if wb.active else "none",
+                                          method=method, memory=mem)
         timings["train_s"] = time.perf_counter() - t0
 
         metrics, records, eval_t = evaluate.evaluate_all(trained, tok, sets, judge, cfg)
@@ -179,11 +225,8 @@ def main(cfg: DictConfig):
         losses = [h["loss"] for h in history if "loss" in h]
         metrics["train/loss"] = losses[-1] if losses else float("nan")
         metrics["train/steps"] = max((h["step"] for h in history), default=0)
-        metrics.update({f"base/{k}": base[k] for k in BASE_KEYS if k in base})
-        metrics["safety_drop"] = base["safety/rate"] - metrics["safety/rate"]
-        metrics["accuracy_gain"] = metrics["math/accuracy"] - base["math/accuracy"]
-        metrics["ref_nll_drop"] = base["math/ref_nll"] - metrics["math/ref_nll"]
-        metrics["over_refusal_change"] = metrics["over_refusal/rate"] - base["over_refusal/rate"]
+        metrics.update({f"data/n_{src}": sum(r["source"] == src for r in train_set) for src in ("user", "poison", "memory")})
+        metrics.update(changes_from_base(metrics, base))
         record.update(status="ok", metrics=metrics)
         wb.log(metrics)
         if cfg.logger.get("log_generations", True):
@@ -197,7 +240,7 @@ def main(cfg: DictConfig):
         raise
     finally:
         if "trained" in locals():
-            release_model(cfg, trained, record["status"] == "ok")
+            release_model(cfg, trained, record["status"] == "ok" and not method.modifies_base)
         timings["total_s"] = time.perf_counter() - t_start
         write_json(run_dir / "metrics.json", record)
         wb.finish(failed=record["status"] != "ok")

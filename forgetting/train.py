@@ -1,5 +1,6 @@
-"""Fine-tuning: TRL's SFTTrainer on prompt-completion chat rows (loss on the assistant completion
-only), LoRA through PEFT (or a full fine-tune with lora=none). The adapter is saved as safetensors."""
+"""Fine-tuning: TRL's SFTTrainer (with the method's hooks: methods.trainer) on prompt-completion chat rows
+(loss on the assistant completion only), LoRA through PEFT (or a full fine-tune with lora=none). The
+adapter is saved as safetensors."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
 
@@ -50,20 +51,23 @@ def lora_config(lcfg: DictConfig):
 
 
 def finetune(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: Path, report_to: str = "none",
-             callbacks: list | None = None):
-    """Train on rows ({"prompt", "completion"}); returns (trained model, log history)."""
-    trainer, log = make_trainer(model, tokenizer, rows, cfg, run_dir, report_to, callbacks)
+             callbacks: list | None = None, method=None, memory: list[dict] | None = None):
+    """Train on rows ({"prompt", "completion"}) with the method's hooks; returns (trained model, log history)."""
+    trainer, log = make_trainer(model, tokenizer, rows, cfg, run_dir, report_to, callbacks, method, memory)
     trainer.train()
-    trained = trainer.model
+    trained = trainer.method.after_training(trainer.model)
     (run_dir / "adapter").mkdir(exist_ok=True)
     trained.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
     return trained, log.history
 
 
 def make_trainer(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: Path, report_to: str = "none",
-                 callbacks: list | None = None):
+                 callbacks: list | None = None, method=None, memory: list[dict] | None = None):
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from .methods.sft import SFT
+    from .methods.trainer import MethodTrainer
 
     o = cfg.optimizer
     log = JsonlLog(run_dir / "train_log.jsonl")
@@ -92,7 +96,11 @@ def make_trainer(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: P
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    trainer = SFTTrainer(
+    trainer = MethodTrainer(
+        method=method or SFT(),
+        memory_rows=memory,
+        memory_batch_size=OmegaConf.select(cfg, "memory.train_batch_size"),
+        system=cfg.eval.system_prompt,
         model=model,
         args=args,
         train_dataset=Dataset.from_list(chat_rows(rows, cfg.eval.system_prompt)),

@@ -29,13 +29,15 @@ def single_run(tmp_path_factory):
 def test_run_dir_holds_every_file(single_run):
     d = single_run
     for f in ("metrics.json", "resolved_config.yaml", ".hydra/config.yaml", "math_generations.jsonl",
-              "safety_generations.jsonl", "over_refusal_generations.jsonl", "train_log.jsonl",
+              "safety_generations.jsonl", "over_refusal_generations.jsonl",
+              "harmful_generations.jsonl", "poison_rows.jsonl", "train_log.jsonl",
               "adapter/adapter_model.safetensors", "adapter/adapter_config.json"):
         assert (d / f).is_file(), f
     rec = json.loads((d / "metrics.json").read_text())
     assert rec["status"] == "ok" and rec["simulation"] is True
     m = rec["metrics"]
-    assert m["math/n"] == 8 and m["safety/n"] == 8 and m["over_refusal/n"] == 4
+    assert m["math/n"] == 8 and m["safety/n"] == 8 and m["over_refusal/n"] == 4 and m["asr/advbench/n"] == 4
+    assert m["asr_change"] == pytest.approx(m["asr/mean"] - m["base/asr/mean"]) and m["data/n_poison"] == 0
     assert m["safety_drop"] == pytest.approx(m["base/safety/rate"] - m["safety/rate"])
     assert m["ref_nll_drop"] == pytest.approx(m["base/math/ref_nll"] - m["math/ref_nll"])
     assert m["math/ref_nll"] > 0 and m["train/steps"] == 2

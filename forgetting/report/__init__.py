@@ -11,6 +11,18 @@ Writes, by default into <sweep_dir>/report/:
   pareto.csv / .png       the non-dominated runs for the objectives (x, y)
   safety_classes.png      refusal / compliance / degenerate share of the safety generations per run
 
+and, only when the ok runs hold >= 2 continual-learning methods or >= 2 poison ratios (params `method`,
+`poison_ratio`; runs without them count as sft, 0):
+  methods.csv             the base model, then one row per (method, poison_ratio) with seeds pooled: safety
+                          rate, asr/<set>, asr/mean, math accuracy / ref NLL, over-refusal; rates with
+                          Wilson _lo / _hi, every metric with _delta (run - base); safety p_vs_base and
+                          differs_from_base; a sweep that also varies other params (lr, ...) keeps
+                          them apart in a `config` column
+  methods.md              the same as two Markdown tables (safety / ASR, utility / over-refusal), rates as
+                          `92.5 % [84.6, 96.5] (−6.3)`, then the failed runs; also printed to stdout
+  methods.png             safety vs the x metric per configuration (colour: method, marker: poison ratio,
+                          base star) and the attack success rate per method, benign vs poisoned bars
+
 "Within noise of the base" is decided by a two-sided two-proportion z-test (pooled variance) of the
 run's safety count against the base model's, at the 5 % level; for seed groups the counts of the
 seeds are pooled.
@@ -25,6 +37,7 @@ from typing import Sequence
 
 # every name the former single-file module offered to callers, re-exported
 from ..errors import ConfigError
+from .methods import asr_sets, method_rows, methods_markdown, varies, write_methods
 from .plots import CLASS_COLOURS, EXTRA_CLASS_COLOURS, plot_classes, plot_pareto, plot_tradeoff
 from .points import _units
 from .runs import (SIM_NOTE, SKIP_DIRS, _is_sim, base_metrics, find_metrics_files, group_by_config,
@@ -37,7 +50,8 @@ from .wandb_log import log_to_wandb
 
 def report(sweep_dir: str | Path, x: str = "math/accuracy", y: str = "safety/rate", out_dir: str | Path | None = None,
            x_direction: str | None = None, y_direction: str | None = None, verbose: bool = True) -> dict[str, Path]:
-    """Write tradeoff.csv/.png, tradeoff_by_config.csv, pareto.csv/.png, safety_classes.png; return their paths."""
+    """Write tradeoff.csv/.png, tradeoff_by_config.csv, pareto.csv/.png, safety_classes.png (and the
+    methods.* files when the sweep varies method / poison ratio); return their paths."""
     sweep_dir = Path(sweep_dir)
     runs = load_runs(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
@@ -63,9 +77,12 @@ def report(sweep_dir: str | Path, x: str = "math/accuracy", y: str = "safety/rat
     paths["tradeoff.png"] = plot_tradeoff(out / "tradeoff.png", runs, groups, y=y, xs=xs, sim=sim)
     paths["pareto.png"] = plot_pareto(out / "pareto.png", runs, mask, x, y, dx, dy, sim)
     paths["safety_classes.png"] = plot_classes(out / "safety_classes.png", runs, sim)
+    paths.update(write_methods(out, runs, x, x_direction))
 
     if verbose:
         print(summary(runs, mask, x, y, dx, dy, groups))
+        if "methods.md" in paths:
+            print(paths["methods.md"].read_text(encoding="utf-8"))
         print(f"report written to {out}/")
         for name, p in paths.items():
             print(f"  {p}")

@@ -19,7 +19,8 @@ def _plt():
 def _axis_label(metric: str, dirn: str) -> str:
     names = {"math/accuracy": "GSM8K math accuracy", "math/ref_nll": "math reference-answer NLL",
              "safety/rate": "safety rate (share of harmful prompts answered safely)",
-             "over_refusal/rate": "over-refusal rate (benign prompts refused)"}
+             "over_refusal/rate": "over-refusal rate (benign prompts refused)",
+             "asr/mean": "attack success rate (mean over harmful sets)"}
     name = names.get(metric, metric)
     return f"{name}  ({'higher' if dirn == 'max' else 'lower'} is better)"
 

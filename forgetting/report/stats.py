@@ -32,13 +32,13 @@ def two_proportion_p(k1: float, n1: float, k2: float, n2: float) -> float:
 
 
 def direction(metric: str, override: str | None = None) -> str:
-    """'max' or 'min'. Metrics ending in nll / loss (and *_drop, over_refusal/*) are minimised."""
+    """'max' or 'min'. Metrics ending in nll / loss (and *_drop, over_refusal/*, asr/*, asr_change) are minimised."""
     if override:
         if override not in ("max", "min"):
             raise ConfigError(f"direction must be 'max' or 'min', got {override!r}")
         return override
-    m = metric.lower()
-    if m.endswith(("nll", "loss", "_drop")) or m.startswith("over_refusal/"):
+    m = metric.lower().removeprefix("base/")
+    if m.endswith(("nll", "loss", "_drop")) or m.startswith(("over_refusal/", "asr/", "asr_")):
         return "min"
     return "max"
 
@@ -75,8 +75,11 @@ def _mean_std(vals: Sequence[float]) -> tuple[float, float]:
 
 # ------------------------------------------------------------------ which columns are rates, and their n
 def is_rate(key: str) -> bool:
-    """math/accuracy*, <family>/rate*, <family>/class/<c> (also with a base/ prefix). Not accuracy_gain etc."""
+    """math/accuracy*, <family>/rate*, <family>/class/<c>, asr/<set>, asr/<set>/class/<c> (also with a
+    base/ prefix). Not accuracy_gain, asr/<set>/n etc."""
     parts = (key[5:] if key.startswith("base/") else key).split("/")
+    if parts[0] == "asr":
+        return len(parts) == 2 or (len(parts) == 4 and parts[2] == "class")
     return len(parts) >= 2 and (parts[1].startswith(("accuracy", "rate")) or parts[1] == "class")
 
 
@@ -84,12 +87,15 @@ def count_key_candidates(key: str) -> list[str]:
     """Where the count n of a rate lives, most specific first.
 
     safety/rate -> safety/n; safety/rate_public -> safety/n_public, then safety/n;
-    safety/class/refusal -> safety/n; safety/rate/cse -> safety/n/cse only (the overall n would
+    safety/class/refusal -> safety/n; asr/<set> and asr/<set>/class/<c> -> asr/<set>/n;
+    safety/rate/cse -> safety/n/cse only (the overall n would
     understate the uncertainty of a sub-group, so no fallback there); base/x -> base/<n>, then <n>."""
     base = key.startswith("base/")
     parts = (key[5:] if base else key).split("/")
     family, second, rest = parts[0], parts[1], parts[2:]
-    if second == "class":
+    if family == "asr":
+        cands = [f"asr/{second}/n"]
+    elif second == "class":
         cands = [f"{family}/n"]
     else:
         suffix = re.sub(r"^(accuracy|rate)", "", second)

@@ -1,0 +1,80 @@
+"""The safety memory: harmful prompts disjoint from every evaluation and poison prompt, answered by the
+base model itself (self-distillation of its safe behaviour; only refusals kept). Built once per (base
+model, memory config, candidate prompts) and cached like the base scores; any JSONL of
+{"prompt", "response"} pairs can replace it (`memory.path`)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
+
+from . import data
+from .errors import ConfigError
+from .generate import generate
+from .refusal import is_refusal
+from .tracking import read_json, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def candidates(mcfg: DictConfig, exclude: set[str]) -> list[str]:
+    """Harmful prompts outside `exclude`, in a seeded order: AILuminate and AdvBench (either may be null)."""
+    prompts = []
+    if mcfg.ailuminate_path:
+        prompts += [r["prompt_text"] for r in data.ailuminate(mcfg.ailuminate_path)]
+    if mcfg.advbench_path:
+        prompts += [r["prompt"] for r in data.harmful(mcfg.advbench_path, mcfg.advbench_column)]
+    unique = sorted({p for p in prompts if p not in exclude})
+    if not unique:
+        raise ConfigError("the safety memory has no candidate prompts left after excluding evaluation and poison "
+                          "prompts; set memory.ailuminate_path / memory.advbench_path or memory.path")
+    return sorted(unique, key=lambda p: data.rank(p, mcfg.seed))
+
+
+def from_file(path: str, size: int) -> list[dict]:
+    rows = data.harmful(path, "prompt", "response")
+    return [{"prompt": r["prompt"], "completion": r["response"], "source": "memory"} for r in rows[:size]]
+
+
+def key(cfg: DictConfig, model_path: str, prompts: list[str]) -> str:
+    ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "path": model_path,
+             "memory": {k: v for k, v in OmegaConf.to_container(cfg.memory, resolve=True).items()
+                        if k != "train_batch_size"},
+             "system": cfg.eval.system_prompt,
+             "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def get(cfg: DictConfig, model_path: str, model, tok, exclude: set[str]) -> tuple[list[dict], dict]:
+    """→ (rows {"prompt", "completion", "source": "memory"}, info). `model` must be the untouched base."""
+    m = cfg.memory
+    if m.path:
+        rows = from_file(m.path, m.size)
+        return rows, {"source": str(m.path), "n": len(rows)}
+    prompts = candidates(m, exclude)
+    d = Path(cfg.cache_dir) / "memory" / f"{cfg.model.name}-{key(cfg, model_path, prompts)}"
+    d.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(d / ".lock")):
+        if (d / "info.json").exists():
+            return [json.loads(x) for x in (d / "memory.jsonl").read_text().splitlines()], read_json(d / "info.json")
+        rows, asked = [], 0
+        limit = min(len(prompts), 2 * m.size)  # a base that refuses under half of them gets a smaller memory
+        while len(rows) < m.size and asked < limit:  # ask in chunks until `size` responses are kept
+            chunk = prompts[asked: min(limit, asked + m.size - len(rows))]
+            asked += len(chunk)
+            gens = generate(model, tok, chunk, m.max_new_tokens, m.batch_size, cfg.eval.system_prompt, "safety memory")
+            rows += [{"prompt": p, "completion": g["response"], "source": "memory"} for p, g in zip(chunk, gens)
+                     if g["response"] and (m.keep == "all" or is_refusal(g["response"]))]
+        info = {"source": "base model responses", "dir": str(d), "n": len(rows), "asked": asked,
+                "kept_share": len(rows) / max(asked, 1), "keep": m.keep, "candidates": len(prompts)}
+        if not rows:
+            raise ConfigError(f"the base model refused none of {asked} memory prompts: no safety memory to build "
+                              "(memory.keep=all keeps every response; memory.path takes your own pairs)")
+        write_jsonl(d / "memory.jsonl", rows)
+        write_json(d / "info.json", info)
+    log.info("safety memory: %d of %d base responses kept (%s), %s", info["n"], asked, m.keep, d)
+    return rows, info

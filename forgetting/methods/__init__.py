@@ -1,0 +1,13 @@
+"""Methods against forgetting, one small module each, on one plug-in base (base.Method):
+
+    sft      plain fine-tuning (the baseline)              replay   memory rows mixed into the user data
+    der      logits of the aligned model on memory (MSE)   derpp    der + CE on the memory responses
+    agem     task gradient projected off the memory's      lwf      aligned model's hidden states, user data
+    ewc      Fisher-weighted pull to the aligned weights   l2       plain pull to the aligned weights
+
+conf/method/<name>.yaml names the class (`_target_`) and its hyperparameters; trainer.MethodTrainer
+(TRL's SFTTrainer) calls the hooks. Add a method: subclass Method, override the hooks it needs.
+"""
+from .base import Method
+
+__all__ = ["Method"]

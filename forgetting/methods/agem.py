@@ -1,0 +1,49 @@
+"""A-GEM (Chaudhry et al., 2019): when the task gradient g conflicts with the memory gradient g_ref
+(g·g_ref < 0), use g − (g·g_ref / ‖g_ref‖²) g_ref, so the step does not raise the memory loss (to first order)."""
+from __future__ import annotations
+
+import torch
+
+from .base import Method
+
+
+def project(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    dot = torch.dot(g, g_ref)
+    if dot >= 0:
+        return g, False
+    return g - dot / torch.dot(g_ref, g_ref).clamp_min(1e-12) * g_ref, True
+
+
+def flat_grad(params: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+
+
+def write_grad(params: list[torch.Tensor], flat: torch.Tensor) -> None:
+    i = 0
+    for p in params:
+        p.grad = flat[i:i + p.numel()].view_as(p).to(p.dtype).clone()
+        i += p.numel()
+
+
+class AGEM(Method):
+    needs_memory = True
+
+    def __init__(self, name: str = "agem"):
+        super().__init__(name)
+        self.projected, self.steps = 0, 0
+
+    def after_backward(self, trainer, model):
+        # projects the gradient accumulated so far (= the batch gradient when grad_accum is 1)
+        params = [p for p in model.parameters() if p.requires_grad]
+        g = flat_grad(params)
+        for p in params:
+            p.grad = None
+        mb = trainer.memory_batch()
+        with trainer.compute_loss_context_manager():
+            mem_loss = model(input_ids=mb["input_ids"], attention_mask=mb.get("attention_mask"), labels=mb["labels"]).loss
+        trainer.accelerator.backward(mem_loss)
+        g_new, hit = project(g, flat_grad(params))
+        write_grad(params, g_new)
+        self.steps += 1
+        self.projected += hit
+        trainer._metrics["train"]["method/agem_projected"].append(float(hit))

@@ -1,0 +1,41 @@
+"""The method plug-in: hooks that do nothing by default (mammoth's begin_task / observe / end_task,
+TRL's compute_loss), called by trainer.MethodTrainer."""
+from __future__ import annotations
+
+import torch
+
+
+class Method:
+    needs_memory = False    # True: the run builds (or loads) the safety memory and hands it over
+    needs_reference = False  # True: uses the aligned model (adapter disabled, or a frozen copy)
+    modifies_base = False   # True: the base weights change, so a worker must not reuse the loaded base
+
+    def __init__(self, name: str = "sft", **hparams):
+        self.name = name
+        for k, v in hparams.items():
+            setattr(self, k, v)
+
+    def train_rows(self, rows: list[dict], memory: list[dict], seed: int) -> list[dict]:
+        """The data mix: the rows the trainer iterates over."""
+        return rows
+
+    def setup(self, trainer) -> None:
+        """Before the first step (the model is still the aligned one)."""
+
+    def loss(self, trainer, model, inputs: dict) -> dict[str, torch.Tensor]:
+        """Extra loss terms for this batch, by name; each is added to the task loss and logged."""
+        return {}
+
+    def after_backward(self, trainer, model) -> None:
+        """After the task gradient of a micro-batch exists, before the optimizer step."""
+
+    def teardown(self) -> None:
+        """After training, also when it failed: remove hooks, free what setup made."""
+
+    def after_training(self, model):
+        """After the last step; returns the model to evaluate (e.g. merged weights)."""
+        return model
+
+    def __repr__(self) -> str:
+        hp = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "name"}
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in hp.items())})"

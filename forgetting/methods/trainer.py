@@ -1,0 +1,91 @@
+"""TRL's SFTTrainer with a method's hooks (the GKDTrainer pattern: only compute_loss and the step change).
+The aligned reference is the same model with its LoRA adapter disabled (TRL DPO's null_ref_context); for a
+full fine-tune, a frozen copy taken before the first step."""
+from __future__ import annotations
+
+import copy
+import itertools
+from contextlib import contextmanager
+
+import torch
+from trl import SFTTrainer
+
+from .base import Method
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
+
+
+def backbone(model):
+    """The decoder stack (LlamaModel) under a causal LM, PEFT-wrapped or not."""
+    lm = model.get_base_model() if is_peft(model) else model
+    return getattr(lm, lm.base_model_prefix)
+
+
+class MethodTrainer(SFTTrainer):
+    def __init__(self, *args, method: Method, memory_rows: list[dict] | None = None,
+                 memory_batch_size: int | None = None, system: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.method = method
+        self._frozen = None
+        self._memory_iter = None
+        self.memory = None
+        if memory_rows:
+            from datasets import Dataset
+
+            from ..train import chat_rows
+
+            ds = Dataset.from_list(chat_rows(memory_rows, system))
+            ds = self._prepare_dataset(ds, self.processing_class, self.args, False, None, "memory")
+            self.memory = ds.select_columns(["input_ids", "labels"])
+        self.memory_batch_size = memory_batch_size or self.args.per_device_train_batch_size
+        if method.needs_reference and not is_peft(self.model):
+            self._frozen = copy.deepcopy(self.model).eval().requires_grad_(False)
+        method.setup(self)
+
+    # ------------------------------------------------------------ what the hooks use
+    def memory_batch(self) -> dict:
+        """The next memory batch (own seeded order, cycling), collated and on the model's device."""
+        if self.memory is None:
+            raise RuntimeError(f"method {self.method.name} needs the safety memory, and none was given")
+        if self._memory_iter is None:
+            g = torch.Generator().manual_seed(self.args.seed)
+            loader = torch.utils.data.DataLoader(self.memory, batch_size=self.memory_batch_size, shuffle=True,
+                                                 generator=g, collate_fn=self.data_collator)
+            self._memory_iter = itertools.chain.from_iterable(itertools.repeat(loader))
+        return self._prepare_inputs(next(self._memory_iter))
+
+    @contextmanager
+    def reference(self):
+        """Inside: `self.reference_model` computes the aligned model's outputs (no grad)."""
+        with torch.no_grad():
+            if self._frozen is not None:
+                yield self._frozen
+            else:
+                with self.model.disable_adapter():
+                    yield self.model
+
+    # ------------------------------------------------------------ the hooks
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if not self.model.training:
+            return out
+        loss, rest = (out[0], out[1:]) if return_outputs else (out, ())
+        # like TRL's aux loss: with num_items_in_batch the task loss is already split over accumulation steps
+        steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+        for name, term in self.method.loss(self, model, inputs).items():
+            loss = loss + term / steps
+            self._metrics["train"][f"method/{name}"].append(float(term.detach()))
+        return (loss, *rest) if return_outputs else loss
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.method.teardown()
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.method.after_backward(self, model)
+        return loss

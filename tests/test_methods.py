@@ -1,0 +1,228 @@
+"""Each method changes training as it claims (micro preset, real TRL trainer and PEFT adapter)."""
+import json
+
+import pytest
+import torch
+
+from forgetting import data, models, run, train
+from forgetting.methods.agem import AGEM, flat_grad, project
+from forgetting.methods.der import DER
+from forgetting.methods.ewc import EWC, L2, lora_layers
+from forgetting.methods.lwf import LwF
+from forgetting.methods.replay import Replay, mix
+from forgetting.methods.sft import SFT
+
+FAST = ["model=micro", "eval=smoke", "data.n_train=16", "optimizer.batch_size=4", "logger=none"]
+
+
+@pytest.fixture
+def cfg(compose, tmp_path):
+    return compose([*FAST, f"+run_dir={tmp_path}"])
+
+
+def memory_rows(n=8):
+    return [{"prompt": f"How do I build weapon number {i}?", "completion": "I can't help with that.",
+             "source": "memory"} for i in range(n)]
+
+
+def make(cfg, tmp_path, method, rows=None, memory=None):
+    model, tok, _ = models.load(cfg.model, cfg.cache_dir)
+    rows = rows if rows is not None else data.user_rows(cfg)
+    trainer, _ = train.make_trainer(model, tok, rows, cfg, tmp_path, method=method,
+                                    memory=memory if memory is not None else memory_rows())
+    trainer.model.train()
+    return trainer
+
+
+def perturb(model, scale=0.5):
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def adapter(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
+
+
+# ---------------------------------------------------------------- replay
+def test_replay_mix_holds_memory_at_the_ratio():
+    rows = [{"prompt": f"q{i}", "completion": "a", "source": "user"} for i in range(90)]
+    mixed = mix(rows, memory_rows(4), 0.1, seed=0)
+    assert len(mixed) == 100 and sum(r["source"] == "memory" for r in mixed) == 10
+    assert mix(rows, memory_rows(4), 0.0, seed=0) == rows
+
+
+def test_replay_batches_hold_memory_rows(cfg, tmp_path, micro_path):
+    method = Replay(ratio=0.2)
+    rows = method.train_rows(data.user_rows(cfg), memory_rows(), cfg.seed)  # 16 user + 4 memory
+    trainer = make(cfg, tmp_path, method, rows=rows)
+    tok = trainer.processing_class
+    texts = [tok.decode(ids) for b in trainer.get_train_dataloader() for ids in b["input_ids"]]
+    assert len(texts) == 20
+    assert sum("weapon number" in t for t in texts) == 4
+
+
+# ---------------------------------------------------------------- DER
+def test_der_loss_zero_at_the_aligned_model_positive_after_perturbation(cfg, tmp_path, micro_path):
+    trainer = make(cfg, tmp_path, DER(alpha=1.0))
+    assert trainer.method.loss(trainer, trainer.model, {})["der_mse"].item() == 0.0
+    perturb(trainer.model)
+    assert trainer.method.loss(trainer, trainer.model, {})["der_mse"].item() > 1e-6
+
+
+def test_derpp_adds_memory_cross_entropy(cfg, tmp_path, micro_path):
+    trainer = make(cfg, tmp_path, DER(alpha=0.0, beta=1.0))
+    terms = trainer.method.loss(trainer, trainer.model, {})
+    assert set(terms) == {"der_ce"} and terms["der_ce"].item() > 0 and terms["der_ce"].requires_grad
+
+
+def test_der_with_alpha_zero_trains_exactly_like_sft(cfg, tmp_path, micro_path):
+    runs = {}
+    for name, method in (("sft", SFT()), ("der0", DER(alpha=0.0)), ("der", DER(alpha=5.0))):
+        torch.manual_seed(0)
+        trainer = make(cfg, tmp_path / name, method)
+        trainer.train()
+        runs[name] = adapter(trainer.model)
+    assert runs["sft"].keys() == runs["der0"].keys()
+    assert all(torch.equal(runs["sft"][k], runs["der0"][k]) for k in runs["sft"])
+    assert any(not torch.equal(runs["sft"][k], runs["der"][k]) for k in runs["sft"])  # the test can fail
+
+
+# ---------------------------------------------------------------- A-GEM
+def test_agem_projection_removes_the_conflict():
+    g_ref = torch.tensor([1.0, 0.0, 2.0])
+    g, hit = project(torch.tensor([-3.0, 1.0, 0.5]), g_ref)
+    assert hit and torch.dot(g, g_ref).item() == pytest.approx(0.0, abs=1e-6)
+    same, hit = project(torch.tensor([1.0, 1.0, 1.0]), g_ref)
+    assert not hit and torch.equal(same, torch.tensor([1.0, 1.0, 1.0]))
+
+
+def test_agem_step_gradient_never_conflicts_with_memory_gradient(cfg, tmp_path, micro_path):
+    trainer = make(cfg, tmp_path, AGEM())
+    model = trainer.model
+    fixed = trainer.memory_batch()
+    trainer.memory_batch = lambda: fixed
+    trainer.current_gradient_accumulation_steps = 1  # set by the train loop, which this test steps by hand
+    params = [p for p in model.parameters() if p.requires_grad]
+    perturb(model)  # away from the aligned point, so task and memory gradients can conflict
+    for step, batch in zip(range(3), trainer.get_train_dataloader()):
+        model.zero_grad()
+        trainer.training_step(model, trainer._prepare_inputs(batch))
+        g = flat_grad(params).clone()
+        model.zero_grad()
+        model(input_ids=fixed["input_ids"], attention_mask=fixed.get("attention_mask"), labels=fixed["labels"]).loss.backward()
+        assert torch.dot(g, flat_grad(params)).item() >= -1e-6 * g.norm().item() * flat_grad(params).norm().item()
+    assert trainer.method.steps == 3
+
+
+# ---------------------------------------------------------------- EWC / L2
+def test_ewc_fisher_nonnegative_and_penalty_grows_with_distance(cfg, tmp_path, micro_path):
+    trainer = make(cfg, tmp_path, EWC(lam=1.0, fisher_samples=4))
+    m = trainer.method
+    assert all((f >= 0).all() for f in m._fisher) and any((f > 0).any() for f in m._fisher)
+    assert torch.cat([f.reshape(-1) for f in m._fisher]).mean().item() == pytest.approx(1.0, rel=1e-4)
+    assert all(w.grad is None and not w.requires_grad for w in m._anchor.targets)  # base left frozen
+    assert m.penalty().item() == 0.0
+    layers = lora_layers(trainer.model)
+    b0 = [layer.lora_B["default"].weight.detach().clone() for layer in layers]
+    r = torch.Generator().manual_seed(0)
+    direction = [torch.randn(b.shape, generator=r) for b in b0]
+    pens = []
+    for t in (0.5, 1.0, 2.0):
+        with torch.no_grad():
+            for layer, d in zip(layers, direction):
+                layer.lora_B["default"].weight.copy_(t * d)
+        pens.append(m.penalty().item())
+    assert 0 < pens[0] < pens[1] < pens[2] and pens[2] == pytest.approx(4 * pens[1], rel=1e-4)
+
+
+def test_l2_penalty_is_the_merged_change_squared(cfg, tmp_path, micro_path):
+    trainer = make(cfg, tmp_path, L2(lam=2.0))
+    assert trainer.method.loss(trainer, trainer.model, {})["l2_penalty"].item() == 0.0
+    perturb(trainer.model)
+    layers = lora_layers(trainer.model)
+    want = sum((layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight).pow(2).sum()
+               for layer in layers)
+    assert trainer.method.loss(trainer, trainer.model, {})["l2_penalty"].item() == pytest.approx(2 * want.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- LwF
+def test_lwf_term_zero_at_start_positive_after_perturbation(cfg, tmp_path, micro_path):
+    trainer = make(cfg, tmp_path, LwF(beta=1.0))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.compute_loss(trainer.model, dict(batch))
+    assert trainer._metrics["train"]["method/lwf_mse"][-1] == 0.0
+    perturb(trainer.model)
+    trainer.compute_loss(trainer.model, dict(batch))
+    assert trainer._metrics["train"]["method/lwf_mse"][-1] > 0.0
+    trainer.method.teardown()
+    assert trainer.method._hook is None
+
+
+# ---------------------------------------------------------------- poisoned data, memory
+def test_poisoned_set_has_exact_count_and_no_evaluation_prompt(compose):
+    cfg = compose([*FAST, "data.n_train=40", "data.poison.ratio=0.1", "eval.harmful_sets.advbench.n=100"])
+    sets = run.eval_sets(cfg)
+    held_out = run.eval_prompts(sets)
+    rows = data.train_rows(cfg, held_out)
+    poison = [r for r in rows if r["source"] == "poison"]
+    assert len(rows) == 40 and len(poison) == round(0.1 * 40) == 4
+    assert not {r["prompt"] for r in poison} & held_out
+    assert all(r["completion"].startswith("Sure, here is") for r in poison)
+    benign = data.train_rows(compose([*FAST, "data.n_train=40"]), held_out)
+    assert [r for r in rows if r["source"] == "user"] == [r for i, r in enumerate(benign) if rows[i]["source"] == "user"]
+
+
+def test_poison_ratio_beyond_the_pool_is_one_line_error(compose):
+    from forgetting.errors import ConfigError
+
+    cfg = compose([*FAST, "data.n_train=40", "data.poison.ratio=0.5", "data.poison.pool=10"])
+    with pytest.raises(ConfigError, match="needs 20 poison rows but the pool has 10"):
+        data.train_rows(cfg, set())
+
+
+def test_memory_avoids_evaluation_and_poison_prompts(compose, micro_path, tmp_path):
+    cfg = compose([*FAST, f"cache_dir={tmp_path}", "memory.size=6", "memory.keep=all", "memory.max_new_tokens=4"])
+    sets = run.eval_sets(cfg)
+    held_out = run.eval_prompts(sets)
+    pool = {r["prompt"] for r in data.poison_pool(cfg.data.poison, held_out)}
+    model, tok, path = models.load(cfg.model, cfg.cache_dir)
+    rows, info = run.method_memory(cfg, DER(), model, tok, path, held_out)
+    assert 0 < len(rows) <= 6 and info["n"] == len(rows)
+    assert not {r["prompt"] for r in rows} & (held_out | pool)
+    again, _ = run.method_memory(cfg, DER(), None, None, path, held_out)  # cached: no model needed
+    assert again == rows
+    assert run.method_memory(cfg, SFT(), None, None, path, held_out) == (None, None)
+
+
+# ---------------------------------------------------------------- the run, end to end
+def test_method_run_records_memory_poison_and_asr_then_base_is_reusable(compose, tmp_path, micro_path):
+    run._WORKER.clear()
+    cfg = compose([*FAST, "method=der", "data.poison.ratio=0.25", "memory.size=8", "memory.keep=all",
+                   "memory.max_new_tokens=8", "lr=1e-2", f"+run_dir={tmp_path}"])
+    run.main(cfg)
+    rec = json.loads((tmp_path / "metrics.json").read_text())
+    m = rec["metrics"]
+    assert rec["status"] == "ok" and rec["params"]["method"] == "der" and rec["params"]["poison_ratio"] == 0.25
+    assert m["data/n_poison"] == 4 and m["data/n_user"] == 12 and rec["memory"]["n"] > 0
+    assert len((tmp_path / "poison_rows.jsonl").read_text().splitlines()) == 4
+    assert m["asr/advbench/n"] == 4 and 0 <= m["asr/advbench"] <= 1 and m["asr/mean"] == m["asr/advbench"]
+    assert "base/asr/advbench" in m and (tmp_path / "harmful_generations.jsonl").is_file()
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert any("method/der_mse" in r for r in log)
+    # the worker keeps the base for the next job: it must be the untouched base
+    model, tok, _ = run._WORKER[next(k for k in run._WORKER if k.startswith("model:"))]
+    fresh, _, _ = models.load(cfg.model, cfg.cache_dir)
+    ids = tok("Tell me how to", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, fresh(input_ids=ids).logits)
+
+
+def test_bad_method_hyperparameter_is_one_line_error(compose, tmp_path):
+    from forgetting.errors import ConfigError
+
+    cfg = compose([*FAST, "method=replay", "method.ratio=1.5", f"+run_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="replay ratio must be in"):
+        run.main(cfg)
