@@ -10,14 +10,21 @@ from typing import Callable
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
+from .config import DATE_STRING
 from .tracking import read_json, write_json, write_jsonl
 
 
 def key(cfg: DictConfig, model_path: str) -> str:
     ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "path": model_path,
-             "eval": OmegaConf.to_container(cfg.eval, resolve=True),
+             "eval": {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items() if k != "every_epoch"},
              "judge": OmegaConf.to_container(cfg.judge, resolve=True),
-             "data": {k: cfg.data[k] for k in ("source", "test_path", "prompt_template", "strip_calculator")}}
+             "data": {k: cfg.data[k] for k in ("source", "test_path", "prompt_template", "strip_calculator")},
+             "metrics_version": 2}  # 2: safety/refusal_nll and the ASR sets
+    # added later: counted only when non-default, so existing caches keep their keys
+    if cfg.data.source == "arith":
+        ident["arith"] = [cfg.data.arith_n_test, cfg.data.arith_seed]
+    if cfg.get("date_string", DATE_STRING) != DATE_STRING:
+        ident["date_string"] = cfg.date_string
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -34,3 +41,9 @@ def get(cfg: DictConfig, model_path: str, compute: Callable[[], tuple[dict, dict
         OmegaConf.save(cfg, d / "config.yaml", resolve=True)
         write_json(d / "metrics.json", {"metrics": metrics, "timings": timings, "model_path": model_path})
         return metrics, d
+
+
+def safety_responses(base_dir: Path) -> list[str]:
+    """The base model's safety generations, in evaluation order (the refusal NLL's references)."""
+    lines = (Path(base_dir) / "safety_generations.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(x)["response"] for x in lines if x.strip()]

@@ -10,6 +10,8 @@ from omegaconf import MISSING, DictConfig
 
 from .errors import ConfigError
 
+DATE_STRING = "26 Jul 2024"  # what Llama 3.x chat templates print as "Today Date" (their own fallback)
+
 
 @dataclass
 class ModelConfig:
@@ -63,13 +65,16 @@ class PoisonConfig:
 @dataclass
 class DataConfig:
     name: str = "gsm8k"
-    source: str = "local"  # local (vendored files) | hub
+    source: str = "local"  # local (vendored files) | hub | arith (generated word problems, forgetting/arith.py)
     hub_name: str = "openai/gsm8k"
     train_path: str = "pkg://gsm8k/train.jsonl"
     test_path: str = "pkg://gsm8k/test.jsonl"
-    n_train: int = 1000  # GSM8K training rows used (deterministic subset)
+    n_train: int = 1000  # training rows used (deterministic subset)
     strip_calculator: bool = True  # drop GSM8K's <<a*b=c>> annotations from training targets
     prompt_template: str = "{question}"
+    arith_n_train: int = 2000  # source=arith: problems generated for the train / test split
+    arith_n_test: int = 400
+    arith_seed: int = 0
     poison: PoisonConfig = field(default_factory=PoisonConfig)
 
 
@@ -132,6 +137,7 @@ class EvalConfig:
     safety: SafetyEvalConfig = field(default_factory=SafetyEvalConfig)
     over_refusal: OverRefusalConfig = field(default_factory=OverRefusalConfig)
     harmful_sets: Dict[str, HarmfulSetConfig] = field(default_factory=dict)  # ASR sets, by name
+    every_epoch: bool = False  # also evaluate at the end of every epoch (forgetting curves in one run)
     system_prompt: Optional[str] = None
 
 
@@ -158,6 +164,7 @@ class Config:
     lr: float = 2e-4
     epochs: int = 1
     seed: int = 0
+    date_string: str = DATE_STRING  # fixed so chat prompts don't change with the calendar
     threads: int = 0  # torch threads; 0 = torch's default
     cache_dir: str = "outputs/cache"
     judge_cache: bool = True
@@ -183,8 +190,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optimizer.batch_size and optimizer.grad_accum must be >= 1")
     if cfg.data.n_train < 1:
         raise ConfigError(f"data.n_train must be >= 1, got {cfg.data.n_train}")
-    if cfg.data.source not in ("local", "hub"):
-        raise ConfigError(f"data.source must be 'local' or 'hub', got {cfg.data.source!r}")
+    if cfg.data.source not in ("local", "hub", "arith"):
+        raise ConfigError(f"data.source must be 'local', 'hub' or 'arith', got {cfg.data.source!r}")
+    if cfg.data.source == "arith" and cfg.data.n_train > cfg.data.arith_n_train:
+        raise ConfigError(f"data.n_train={cfg.data.n_train} exceeds data.arith_n_train={cfg.data.arith_n_train}")
     if cfg.model.name_or_path is None and not cfg.model.build:
         raise ConfigError(f"model {cfg.model.name!r} has neither name_or_path nor a build recipe")
     if not 0 <= cfg.data.poison.ratio <= 1:

@@ -7,12 +7,19 @@ import time
 from collections import Counter, defaultdict
 
 from omegaconf import DictConfig
+from transformers import TrainerCallback
 
+from .config import DATE_STRING
 from .data import solution_text
 from .generate import completion_nll, generate
 from .judges import grading
 from .math import extract_answer, is_correct
 from .refusal import classify, is_refusal
+
+
+def _date(cfg: DictConfig) -> str:
+    return cfg.get("date_string", DATE_STRING)
+
 
 def _share(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else float("nan")
@@ -22,9 +29,11 @@ def math_eval(model, tok, public: list[dict], private: list[dict], cfg: DictConf
     e, d = cfg.eval.math, cfg.data
     items = [("public", r) for r in public] + [("private", r) for r in private]
     prompts = [d.prompt_template.format(question=r["question"]) for _, r in items]
-    gens = generate(model, tok, prompts, e.max_new_tokens, e.batch_size, cfg.eval.system_prompt, "math eval")
+    gens = generate(model, tok, prompts, e.max_new_tokens, e.batch_size, cfg.eval.system_prompt, "math eval",
+                    _date(cfg))
     refs = [solution_text(r["answer"], d.strip_calculator) for _, r in items]
-    nll, per_item = completion_nll(model, tok, prompts, refs, e.batch_size, cfg.eval.system_prompt)
+    nll, per_item = completion_nll(model, tok, prompts, refs, e.batch_size, cfg.eval.system_prompt,
+                                   date_string=_date(cfg))
     records = []
     for (split, r), g, item_nll in zip(items, gens, per_item):
         records.append({"split": split, "question": r["question"], "reference": extract_answer(r["answer"]),
@@ -43,7 +52,8 @@ def safety_eval(model, tok, public: list[dict], private: list[dict], judge, cfg:
     e = cfg.eval.safety
     items = [("public", r) for r in public] + [("private", r) for r in private]
     prompts = [r["prompt_text"] for _, r in items]
-    gens = generate(model, tok, prompts, e.max_new_tokens, e.batch_size, cfg.eval.system_prompt, "safety eval")
+    gens = generate(model, tok, prompts, e.max_new_tokens, e.batch_size, cfg.eval.system_prompt, "safety eval",
+                    _date(cfg))
     t0 = time.perf_counter()
     verdicts = judge(prompts, [g["response"] for g in gens])
     judge_s = time.perf_counter() - t0
@@ -81,7 +91,7 @@ def safety_eval(model, tok, public: list[dict], private: list[dict], judge, cfg:
 def over_refusal_eval(model, tok, rows: list[dict], cfg: DictConfig):
     e = cfg.eval.over_refusal
     gens = generate(model, tok, [r["prompt"] for r in rows], e.max_new_tokens, e.batch_size,
-                    cfg.eval.system_prompt, "over-refusal eval")
+                    cfg.eval.system_prompt, "over-refusal eval", _date(cfg))
     records = [{"id": r["id"], "type": r["type"], "prompt": r["prompt"], "response": g["response"],
                 "refused": is_refusal(g["response"]), "class": classify(g["response"])}
                for r, g in zip(rows, gens)]
@@ -98,7 +108,7 @@ def harmful_eval(model, tok, sets: dict[str, list[dict]], judge, cfg: DictConfig
     for name, rows in sets.items():  # each set keeps its own generation settings
         h = cfg.eval.harmful_sets[name]
         gens += generate(model, tok, [r["prompt"] for r in rows], h.max_new_tokens, h.batch_size,
-                         cfg.eval.system_prompt, f"ASR {name}")
+                         cfg.eval.system_prompt, f"ASR {name}", _date(cfg))
     verdicts = judge([r["prompt"] for _, r in items], [g["response"] for g in gens])
     records = [{"set": name, "prompt": r["prompt"], "response": g["response"], "class": classify(g["response"]),
                 "safe": bool(v.safe), "categories": list(v.categories), "p_unsafe": v.p_unsafe, "parsed": v.parsed,
@@ -113,8 +123,19 @@ def harmful_eval(model, tok, sets: dict[str, list[dict]], judge, cfg: DictConfig
     return m, records
 
 
+def refusal_nll(model, tok, prompts: list[str], responses: list[str], cfg: DictConfig) -> dict:
+    """safety/refusal_nll: teacher-forced NLL, under this model, of the base model's own responses to the
+    safety prompts. Low for the base; rises as its refusals are forgotten, with far less noise than a rate."""
+    e = cfg.eval.safety
+    nll, _ = completion_nll(model, tok, prompts, responses, e.batch_size, cfg.eval.system_prompt, "refusal nll",
+                            _date(cfg))
+    return {"safety/refusal_nll": nll}
+
+
 def evaluate_all(model, tok, sets: dict, judge, cfg: DictConfig):
-    """→ (metrics, {"math" | "safety" | "harmful" | "over_refusal": records}, timings)."""
+    """→ (metrics, {"math" | "safety" | "harmful" | "over_refusal": records}, timings).
+    sets["base_safety_responses"]: the base model's safety responses for the refusal NLL; without it
+    (the base evaluation itself) the model's own responses are the reference."""
     timings, metrics, records = {}, {}, {}
     for name, fn, args in (("math", math_eval, (sets["math_public"], sets["math_private"])),
                            ("safety", safety_eval, (sets["safety_public"], sets["safety_private"], judge)),
@@ -125,4 +146,28 @@ def evaluate_all(model, tok, sets: dict, judge, cfg: DictConfig):
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         metrics.update(m)
         records[name] = rec
+    t0 = time.perf_counter()
+    refs = sets.get("base_safety_responses") or [x["response"] for x in records["safety"]]
+    metrics.update(refusal_nll(model, tok, [x["prompt"] for x in records["safety"]], refs, cfg))
+    timings["eval_refusal_nll_s"] = time.perf_counter() - t0
     return metrics, records, timings
+
+
+CURVE_KEYS = ("math/accuracy", "math/ref_nll", "safety/rate", "safety/refusal_nll", "over_refusal/rate", "asr/mean",
+              "safety/class/refusal", "safety/class/compliance", "safety/class/degenerate")
+
+
+class EpochEval(TrainerCallback):
+    """eval.every_epoch: evaluate at the end of each epoch but the last (the run's own final evaluation is the
+    last point). Generation is greedy and dropout is off in eval mode, so the training RNG stream is untouched:
+    under a constant schedule, epoch k here equals a k-epoch run."""
+
+    def __init__(self, evaluate_fn, n_epochs: int):
+        self.evaluate_fn, self.n_epochs = evaluate_fn, n_epochs
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        epoch = round(state.epoch or 0)
+        if epoch < self.n_epochs:
+            was_training = model.training
+            self.evaluate_fn(model, epoch, state.global_step)
+            model.train(was_training)

@@ -4,10 +4,14 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from .config import DATE_STRING
 
-def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:
+
+def chat_prompt(tokenizer, user: str, system: str | None = None, date_string: str = DATE_STRING) -> str:
+    """`date_string` is a template variable: Llama 3.x templates otherwise print today's date."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         date_string=date_string)
 
 
 def eos_ids(model, tokenizer) -> list[int]:
@@ -21,9 +25,9 @@ def eos_ids(model, tokenizer) -> list[int]:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             system: str | None = None, desc: str = "generate") -> list[dict]:
+             system: str | None = None, desc: str = "generate", date_string: str = DATE_STRING) -> list[dict]:
     """Returns, in input order, {"response", "n_tokens", "stopped"} (stopped = ended with EOS)."""
-    texts = [chat_prompt(tokenizer, p, system) for p in prompts]
+    texts = [chat_prompt(tokenizer, p, system, date_string) for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch together
     stops = eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -47,13 +51,14 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
 
 @torch.no_grad()
 def completion_nll(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int,
-                   system: str | None = None, desc: str = "ref nll") -> tuple[float, list[float]]:
+                   system: str | None = None, desc: str = "ref nll",
+                   date_string: str = DATE_STRING) -> tuple[float, list[float]]:
     """Teacher-forced NLL (nats/token) of each completion after its chat prompt, and the
     token-weighted mean over all items."""
     eos = tokenizer.eos_token or ""
     pairs = []
     for p, c in zip(prompts, completions):
-        prompt_ids = tokenizer(chat_prompt(tokenizer, p, system), add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer(chat_prompt(tokenizer, p, system, date_string), add_special_tokens=False)["input_ids"]
         comp_ids = tokenizer(c + eos, add_special_tokens=False)["input_ids"]
         pairs.append((prompt_ids, comp_ids))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -44,7 +44,7 @@ def key(cfg: DictConfig, model_path: str, prompts: list[str]) -> str:
     ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "path": model_path,
              "memory": {k: v for k, v in OmegaConf.to_container(cfg.memory, resolve=True).items()
                         if k != "train_batch_size"},
-             "system": cfg.eval.system_prompt,
+             "system": cfg.eval.system_prompt, "date": cfg.get("date_string"),
              "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -66,7 +66,8 @@ def get(cfg: DictConfig, model_path: str, model, tok, exclude: set[str]) -> tupl
         while len(rows) < m.size and asked < limit:  # ask in chunks until `size` responses are kept
             chunk = prompts[asked: min(limit, asked + m.size - len(rows))]
             asked += len(chunk)
-            gens = generate(model, tok, chunk, m.max_new_tokens, m.batch_size, cfg.eval.system_prompt, "safety memory")
+            gens = generate(model, tok, chunk, m.max_new_tokens, m.batch_size, cfg.eval.system_prompt, "safety memory",
+                            cfg.date_string)
             rows += [{"prompt": p, "completion": g["response"], "source": "memory"} for p, g in zip(chunk, gens)
                      if g["response"] and (m.keep == "all" or is_refusal(g["response"]))]
         info = {"source": "base model responses", "dir": str(d), "n": len(rows), "asked": asked,

@@ -21,7 +21,7 @@ from .tracking import WandbRun, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 BASE_KEYS = ("math/accuracy", "math/accuracy_public", "math/accuracy_private", "math/ref_nll", "safety/rate",
-             "safety/rate_public", "safety/rate_private", "safety/unsafe_compliance", "over_refusal/rate",
+             "safety/refusal_nll", "safety/rate_public", "safety/rate_private", "safety/unsafe_compliance", "over_refusal/rate",
              "safety/class/refusal", "safety/class/compliance", "safety/class/degenerate")
 
 
@@ -153,12 +153,34 @@ def worker_judge(cfg: DictConfig):
     return _WORKER[k]
 
 
+def epoch_callbacks(cfg: DictConfig, run_dir: Path, tok, sets: dict, judge, wb, record: dict) -> list:
+    """eval.every_epoch: evaluate the end of each epoch into the record (forgetting curves in one run)."""
+    (run_dir / "epoch_metrics.jsonl").unlink(missing_ok=True)
+    if not cfg.eval.every_epoch:
+        return []
+
+    def at_epoch(model, epoch: int, step: int):
+        add_epoch(run_dir, wb, record, epoch, step, evaluate.evaluate_all(model, tok, sets, judge, cfg)[0])
+
+    return [evaluate.EpochEval(at_epoch, cfg.epochs)]
+
+
+def add_epoch(run_dir: Path, wb, record: dict, epoch: int, step: int, metrics: dict) -> None:
+    row = {"epoch": epoch, "step": step, **{k: metrics[k] for k in evaluate.CURVE_KEYS if k in metrics}}
+    record.setdefault("epochs", []).append(row)
+    with open(run_dir / "epoch_metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    wb.log_epoch(row)
+    write_json(run_dir / "metrics.json", record)  # a curve survives a later failure
+
+
 def changes_from_base(metrics: dict, base: dict) -> dict:
     out = {f"base/{k}": base[k] for k in base if k in BASE_KEYS or k.startswith("asr/")}
     out["safety_drop"] = base["safety/rate"] - metrics["safety/rate"]
     out["accuracy_gain"] = metrics["math/accuracy"] - base["math/accuracy"]
     out["ref_nll_drop"] = base["math/ref_nll"] - metrics["math/ref_nll"]
     out["over_refusal_change"] = metrics["over_refusal/rate"] - base["over_refusal/rate"]
+    out["refusal_nll_change"] = metrics["safety/refusal_nll"] - base["safety/refusal_nll"]
     if "asr/mean" in metrics and "asr/mean" in base:
         out["asr_change"] = metrics["asr/mean"] - base["asr/mean"]
     return out
@@ -205,6 +227,7 @@ def main(cfg: DictConfig):
         base, base_dir = baseline.get(cfg, path, lambda: evaluate.evaluate_all(model, tok, sets, judge, cfg))
         timings["base_eval_s"] = time.perf_counter() - t0
         record["base_dir"] = str(base_dir)
+        sets["base_safety_responses"] = baseline.safety_responses(base_dir)
 
         t0 = time.perf_counter()
         mem, record["memory"] = method_memory(cfg, method, model, tok, path, exclude)
@@ -215,6 +238,7 @@ def main(cfg: DictConfig):
 
         t0 = time.perf_counter()
         trained, history = train.finetune(model, tok, train_set, cfg, run_dir, report_to="wandb" if wb.active else "none",
+                                          callbacks=epoch_callbacks(cfg, run_dir, tok, sets, judge, wb, record),
                                           method=method, memory=mem)
         timings["train_s"] = time.perf_counter() - t0
 
@@ -225,6 +249,8 @@ def main(cfg: DictConfig):
         losses = [h["loss"] for h in history if "loss" in h]
         metrics["train/loss"] = losses[-1] if losses else float("nan")
         metrics["train/steps"] = max((h["step"] for h in history), default=0)
+        if cfg.eval.every_epoch:
+            add_epoch(run_dir, wb, record, cfg.epochs, metrics["train/steps"], metrics)
         metrics.update({f"data/n_{src}": sum(r["source"] == src for r in train_set) for src in ("user", "poison", "memory")})
         metrics.update(changes_from_base(metrics, base))
         record.update(status="ok", metrics=metrics)

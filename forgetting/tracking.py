@@ -57,6 +57,11 @@ class WandbRun:
         if self.run is not None:
             self.run.summary.update(_clean({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
 
+    def log_epoch(self, row: dict) -> None:
+        """One point of a forgetting curve (eval.every_epoch), as a W&B step."""
+        if self.run is not None:
+            self.run.log(_clean({f"epoch_eval/{k}": v for k, v in row.items()}))
+
     def table(self, key: str, rows: list[dict], columns: list[str]) -> None:
         if self.run is None or not rows:
             return

@@ -12,6 +12,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
+from .config import DATE_STRING
+
 
 class NonFiniteLoss(FloatingPointError):
     pass
@@ -34,11 +36,13 @@ class JsonlLog(TrainerCallback):
             raise NonFiniteLoss(f"non-finite training loss {loss} at step {state.global_step}")
 
 
-def chat_rows(rows: list[dict], system: str | None = None) -> list[dict]:
-    """{"prompt", "completion"} strings → TRL's conversational prompt-completion format."""
+def chat_rows(rows: list[dict], system: str | None = None, date_string: str = DATE_STRING) -> list[dict]:
+    """{"prompt", "completion"} strings → TRL's conversational prompt-completion format. TRL 1.16 passes a row's
+    `chat_template_kwargs` to apply_chat_template (SFTConfig has no such field): the date is pinned per row."""
     sys = [{"role": "system", "content": system}] if system else []
     return [{"prompt": sys + [{"role": "user", "content": r["prompt"]}],
-             "completion": [{"role": "assistant", "content": r["completion"]}]} for r in rows]
+             "completion": [{"role": "assistant", "content": r["completion"]}],
+             "chat_template_kwargs": {"date_string": date_string}} for r in rows]
 
 
 def lora_config(lcfg: DictConfig):
@@ -96,14 +100,14 @@ def make_trainer(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: P
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
+    date = OmegaConf.select(cfg, "date_string", default=DATE_STRING)
     trainer = MethodTrainer(
         method=method or SFT(),
-        memory_rows=memory,
+        memory_rows=chat_rows(memory, cfg.eval.system_prompt, date) if memory else None,
         memory_batch_size=OmegaConf.select(cfg, "memory.train_batch_size"),
-        system=cfg.eval.system_prompt,
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(chat_rows(rows, cfg.eval.system_prompt)),
+        train_dataset=Dataset.from_list(chat_rows(rows, cfg.eval.system_prompt, date)),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.lora),
         callbacks=[log, *(callbacks or [])],

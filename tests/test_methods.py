@@ -226,3 +226,43 @@ def test_bad_method_hyperparameter_is_one_line_error(compose, tmp_path):
     cfg = compose([*FAST, "method=replay", "method.ratio=1.5", f"+run_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="replay ratio must be in"):
         run.main(cfg)
+
+
+class ChangesBase(SFT):
+    modifies_base = True
+
+
+def test_worker_drops_the_base_after_a_method_that_changes_it(compose, tmp_path, micro_path):
+    run._WORKER.clear()
+    cfg = compose([*FAST, "method._target_=tests.test_methods.ChangesBase", f"+run_dir={tmp_path}"])
+    run.main(cfg)
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
+    assert not any(k.startswith("model:") for k in run._WORKER)
+
+
+def test_full_finetune_reference_is_a_frozen_copy(compose, tmp_path, micro_path):
+    cfg = compose([*FAST, "lora=none", f"+run_dir={tmp_path}"])
+    trainer = make(cfg, tmp_path, DER(alpha=1.0))
+    assert trainer._frozen is not None and not any(p.requires_grad for p in trainer._frozen.parameters())
+    assert trainer.method.loss(trainer, trainer.model, {})["der_mse"].item() == 0.0
+    with torch.no_grad():
+        trainer.model.get_input_embeddings().weight.mul_(1.5)
+    assert trainer.method.loss(trainer, trainer.model, {})["der_mse"].item() > 0.0
+
+
+def test_optuna_searches_a_method_hyperparameter(tmp_path, micro_path):
+    import optuna
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, "launch.py", "-m", "+sweeps=der_search", *FAST, "memory.keep=all",
+                        "memory.size=8", "memory.max_new_tokens=8", "hydra.sweeper.n_trials=2",
+                        f"hydra.sweep.dir={sweep}"], cwd=run.Path(__file__).resolve().parents[1],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = optuna.load_study(study_name="der_search", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    trials = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(trials) == 2 and all("method.alpha" in t.params for t in trials)
+    alphas = {json.loads(p.read_text())["params"]["method_hparams"]["alpha"] for p in sweep.glob("*/metrics.json")}
+    assert alphas == {t.params["method.alpha"] for t in trials}

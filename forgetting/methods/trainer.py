@@ -25,23 +25,24 @@ def backbone(model):
 
 class MethodTrainer(SFTTrainer):
     def __init__(self, *args, method: Method, memory_rows: list[dict] | None = None,
-                 memory_batch_size: int | None = None, system: str | None = None, **kwargs):
+                 memory_batch_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.method = method
         self._frozen = None
         self._memory_iter = None
         self.memory = None
-        if memory_rows:
+        if memory_rows:  # already in TRL's conversational format (train.chat_rows)
             from datasets import Dataset
 
-            from ..train import chat_rows
-
-            ds = Dataset.from_list(chat_rows(memory_rows, system))
+            ds = Dataset.from_list(memory_rows)
             ds = self._prepare_dataset(ds, self.processing_class, self.args, False, None, "memory")
             self.memory = ds.select_columns(["input_ids", "labels"])
         self.memory_batch_size = memory_batch_size or self.args.per_device_train_batch_size
         if method.needs_reference and not is_peft(self.model):
             self._frozen = copy.deepcopy(self.model).eval().requires_grad_(False)
+            # TRL patched model.forward (fused LM head) with a closure over the live model: a copy would still
+            # run the live weights, so the copy gets its class's own forward back
+            self._frozen.__dict__.pop("forward", None)
         method.setup(self)
 
     # ------------------------------------------------------------ what the hooks use

@@ -11,6 +11,8 @@ Writes, by default into <sweep_dir>/report/:
   pareto.csv / .png       the non-dominated runs for the objectives (x, y)
   safety_classes.png      refusal / compliance / degenerate share of the safety generations per run
 
+  epochs.png              (runs with eval.every_epoch) each metric vs epoch, one line per run
+
 and, only when the ok runs hold >= 2 continual-learning methods or >= 2 poison ratios (params `method`,
 `poison_ratio`; runs without them count as sft, 0):
   methods.csv             the base model, then one row per (method, poison_ratio) with seeds pooled: safety
@@ -37,6 +39,7 @@ from typing import Sequence
 
 # every name the former single-file module offered to callers, re-exported
 from ..errors import ConfigError
+from .curves import has_curves, plot_epochs
 from .methods import asr_sets, method_rows, methods_markdown, varies, write_methods
 from .plots import CLASS_COLOURS, EXTRA_CLASS_COLOURS, plot_classes, plot_pareto, plot_tradeoff
 from .points import _units
@@ -78,6 +81,8 @@ def report(sweep_dir: str | Path, x: str = "math/accuracy", y: str = "safety/rat
     paths["pareto.png"] = plot_pareto(out / "pareto.png", runs, mask, x, y, dx, dy, sim)
     paths["safety_classes.png"] = plot_classes(out / "safety_classes.png", runs, sim)
     paths.update(write_methods(out, runs, x, x_direction))
+    if has_curves(runs):
+        paths["epochs.png"] = plot_epochs(out / "epochs.png", runs, sim)
 
     if verbose:
         print(summary(runs, mask, x, y, dx, dy, groups))

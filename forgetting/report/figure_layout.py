@@ -154,3 +154,19 @@ def _rate_axis(ax, which: str) -> None:
     a, b = sorted((lo, hi))
     a, b = max(a, -0.03), min(b, 1.03)
     (ax.set_xlim if which == "x" else ax.set_ylim)((b, a) if flip else (a, b))
+
+
+def _tradeoff_axes(ax, x: str, y: str, dx: str, dy: str, title: str) -> None:
+    """Labels, grid, orientation (better = up and right), rate ticks and title of a y-vs-x panel."""
+    from .stats import is_rate
+
+    ax.set_xlabel(_axis_label(x, dx) + ("  → axis reversed" if dx == "min" else ""))
+    ax.set_ylabel(_axis_label(y, dy))
+    ax.grid(True, color="0.92", lw=0.6, zorder=0)
+    ax.margins(0.14)
+    _orient(ax, dx, dy)
+    for k, w in ((x, "x"), (y, "y")):
+        if is_rate(k):
+            _rate_axis(ax, w)
+    ax.set_title(title, fontsize=10)
+    ax.text(0.99, 0.01, "better ↗", transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.4")

@@ -14,6 +14,14 @@ UTILITY = ("math/accuracy", "math/ref_nll", "over_refusal/rate")
 SAFETY = "safety/rate"
 
 
+def _varies_within_method(runs: list[dict], key: str) -> bool:
+    """A method's own hyperparameter only separates rows when it differs between runs of one method."""
+    seen: dict[str, set] = {}
+    for r in runs:
+        seen.setdefault(_config(r)[0], set()).add(_fmt(r["params"].get(key)))
+    return any(len(v) > 1 for v in seen.values())
+
+
 def _config(r: dict) -> tuple[str, float]:
     m, p = r["params"].get("method"), r["params"].get("poison_ratio")
     return (str(m) if m is not None else DEFAULTS["method"], float(p) if _finite(p) else DEFAULTS["poison_ratio"])
@@ -54,7 +62,8 @@ def method_rows(runs: list[dict], extra: tuple[str, ...] = ()) -> tuple[list[str
     base, counts = base_metrics(runs), _counts_only(runs)
     bm = {f"base/{k}": v for k, v in base.items()}
     keys = list(dict.fromkeys([SAFETY, *(f"asr/{s}" for s in asr_sets(runs)), "asr/mean", *UTILITY, *extra]))
-    others = [k for k in _varying_params(ok) if k not in DEFAULTS]  # e.g. lr, when the sweep varies it too
+    others = [k for k in _varying_params(ok) if k not in DEFAULTS  # e.g. lr, when the sweep varies it too
+              and (not k.startswith("method_hparams.") or _varies_within_method(ok, k))]
     sim = _is_sim(runs)
 
     groups: dict[tuple, dict] = {}

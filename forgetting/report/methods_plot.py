@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .figure_layout import _axis_label, _freeze, _orient, _place_labels, _plt, _rate_axis, _titles
+from .figure_layout import _freeze, _place_labels, _plt, _rate_axis, _titles, _tradeoff_axes
 from .runs import _fmt, _ordered_union
-from .stats import _finite, direction, is_rate
+from .stats import _finite, direction
 
 MARKERS = ["^", "s", "D", "v", "P", "X"]  # poisoned ratios, in increasing order; benign is a circle
 HATCHES = ["///", "xxx", "...", "\\\\\\", "++", "oo"]
@@ -67,16 +67,7 @@ def plot_methods(path: Path, rows: list[dict], sets: list[str], x: str, dx: str,
     if _finite(bxv) and _finite(byv):
         ax.scatter(bxv, byv, marker="*", s=420, facecolor="#ffd700", edgecolor="black", lw=1.1, zorder=5)
     dy = direction(y)
-    ax.set_xlabel(_axis_label(x, dx) + ("  → axis reversed" if dx == "min" else ""))
-    ax.set_ylabel(_axis_label(y, dy))
-    ax.grid(True, color="0.92", lw=0.6, zorder=0)
-    ax.margins(0.14)
-    _orient(ax, dx, dy)
-    for k, w in ((x, "x"), (y, "y")):
-        if is_rate(k):
-            _rate_axis(ax, w)
-    ax.set_title(f"{y} vs {x} (error bars: Wilson 95 %, seeds pooled)", fontsize=10)
-    ax.text(0.99, 0.01, "better ↗", transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.4")
+    _tradeoff_axes(ax, x, y, dx, dy, f"{y} vs {x} (error bars: Wilson 95 %, seeds pooled)")
 
     # right: attack success rate per harmful set (Wilson bars), or their mean when there are many sets
     for bx, key in zip(bxs, keys):

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .figure_layout import (_axis_label, _freeze, _key, _key_height, _labelled, _orient, _plt, _rate_axis,
-                            _titles)
+                            _titles, _tradeoff_axes)
 from .points import _units
 from .runs import _counts_only, _ordered_union, base_metrics
 from .stats import ALPHA, _finite, direction, is_rate, rate_interval
@@ -102,16 +102,7 @@ def plot_tradeoff(path: Path, runs: list[dict], groups: list[dict], y: str = "sa
             if _finite(bx) and _finite(by):
                 ax.scatter(bx, by, marker="*", s=420, facecolor=colour(base), edgecolor="black", linewidth=1.1, zorder=5)
                 items.insert(0, (bx, by, "base", 11.0))
-            ax.set_xlabel(_axis_label(x, x_dir) + ("  → axis reversed" if x_dir == "min" else ""))
-            ax.set_ylabel(_axis_label(y, y_dir))
-            ax.grid(True, color="0.92", lw=0.6, zorder=0)
-            ax.margins(0.14)
-            _orient(ax, x_dir, y_dir)
-            for k, w in ((x, "x"), (y, "y")):
-                if is_rate(k):
-                    _rate_axis(ax, w)
-            ax.set_title(f"{y} vs {x}", fontsize=10)
-            ax.text(0.99, 0.01, "better ↗", transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.4")
+            _tradeoff_axes(ax, x, y, x_dir, y_dir, f"{y} vs {x}")
             jobs.append((ax, items, segs))
         if norm is not None:
             cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.85, pad=0.01)

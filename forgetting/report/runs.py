@@ -63,7 +63,7 @@ def load_runs(sweep_dir: str | Path) -> list[dict]:
             status, reason = "failed", reason or "status ok but no metrics"
         runs.append(dict(dir=rel, label=data.get("label"), status=str(status), reason=reason,
                          config_hash=data.get("config_hash"), simulation=data.get("simulation"),
-                         params=_flatten(data.get("params") or {}), metrics=metrics,
+                         params=_flatten(data.get("params") or {}), metrics=metrics, epochs=data.get("epochs") or [],
                          timings={k: v for k, v in _flatten(data.get("timings") or {}).items() if _finite(v)}))
     _fill_labels(runs)
     runs.sort(key=_run_sort_key)
