@@ -25,9 +25,10 @@ test: install
 preset: install              ## build (or reuse) the offline tiny preset
 	$(PY) -m forgetting.tiny --preset tiny
 
-demo: install                ## lr x epochs sweep on the tiny preset, then the trade-off report
+demo: install                ## lr x epochs on the tiny preset (data=arith, per-epoch eval), then the trade-off report
 	$(PY) launch.py -m +sweeps=demo hydra.sweep.dir=$(SWEEP); status=$$?; \
-	$(PY) -m forgetting.report $(SWEEP) --x math/ref_nll --wandb; exit $$status
+	$(PY) -m forgetting.report $(SWEEP) --wandb && \
+	$(PY) -m forgetting.report $(SWEEP) --y safety/refusal_nll --out-dir $(SWEEP)/report_refusal_nll; exit $$status
 
 methods: install             ## every CL method x {benign, poisoned} on the tiny preset, then the comparison table
 	$(PY) launch.py -m +sweeps=methods hydra.sweep.dir=outputs/sweeps/methods; status=$$?; \

@@ -153,8 +153,9 @@ def evaluate_all(model, tok, sets: dict, judge, cfg: DictConfig):
     return metrics, records, timings
 
 
-CURVE_KEYS = ("math/accuracy", "math/ref_nll", "safety/rate", "safety/refusal_nll", "over_refusal/rate", "asr/mean",
-              "safety/class/refusal", "safety/class/compliance", "safety/class/degenerate")
+CURVE_KEYS = ("math/accuracy", "math/n", "math/ref_nll", "safety/rate", "safety/n", "safety/refusal_nll",
+              "over_refusal/rate", "over_refusal/n", "asr/mean", "safety/class/refusal", "safety/class/compliance",
+              "safety/class/degenerate")
 
 
 class EpochEval(TrainerCallback):

@@ -158,6 +158,8 @@ def epoch_callbacks(cfg: DictConfig, run_dir: Path, tok, sets: dict, judge, wb, 
     (run_dir / "epoch_metrics.jsonl").unlink(missing_ok=True)
     if not cfg.eval.every_epoch:
         return []
+    o = cfg.optimizer  # epoch k equals a k-epoch run only when the lr does not depend on the run's length
+    record["epochs_are_runs"] = o.lr_scheduler_type == "constant" and o.warmup_ratio == 0
 
     def at_epoch(model, epoch: int, step: int):
         add_epoch(run_dir, wb, record, epoch, step, evaluate.evaluate_all(model, tok, sets, judge, cfg)[0])

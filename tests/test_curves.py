@@ -47,3 +47,28 @@ def test_run_reports_refusal_nll_and_its_change(compose, tmp_path, micro_path):
     m = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     assert m["safety/refusal_nll"] > 0 and m["base/safety/refusal_nll"] > 0
     assert m["refusal_nll_change"] == pytest.approx(m["safety/refusal_nll"] - m["base/safety/refusal_nll"])
+
+
+def test_report_turns_constant_lr_epochs_into_points_and_draws_curves(tmp_path):
+    from forgetting.report import load_runs, report
+
+    def write(d, epochs_are_runs):
+        d.mkdir(parents=True)
+        m = {"safety/rate": 0.5, "safety/n": 80, "math/accuracy": 0.4, "math/n": 200, "math/ref_nll": 1.0,
+             "safety/refusal_nll": 3.0, "base/safety/rate": 1.0, "base/math/accuracy": 0.1,
+             "base/safety/refusal_nll": 1.0, "base/math/ref_nll": 2.0, "over_refusal/rate": 0.2, "over_refusal/n": 50}
+        epochs = [{"epoch": 1, "step": 5, "safety/rate": 0.8, "safety/n": 80, "math/accuracy": 0.3, "math/n": 200,
+                   "safety/refusal_nll": 2.0, "math/ref_nll": 1.5},
+                  {"epoch": 2, "step": 10, **{k: m[k] for k in ("safety/rate", "math/accuracy", "safety/refusal_nll")}}]
+        (d / "metrics.json").write_text(json.dumps({"status": "ok", "label": "lr=0.001 epochs=2", "simulation": True,
+                                                    "config_hash": d.name, "params": {"lr": 1e-3, "epochs": 2},
+                                                    "metrics": m, "epochs": epochs, "epochs_are_runs": epochs_are_runs}))
+
+    write(tmp_path / "a", True)
+    runs = load_runs(tmp_path)
+    assert [(r["params"]["epochs"], r["metrics"]["safety/rate"]) for r in runs] == [(1, 0.8), (2, 0.5)]
+    assert runs[0]["label"] == "lr=0.001 epochs=1" and runs[0]["metrics"]["base/safety/rate"] == 1.0
+    paths = report(tmp_path, verbose=False)
+    assert paths["epochs.png"].stat().st_size > 0
+    write(tmp_path / "b", False)  # a decaying schedule: epoch 1 is not a 1-epoch run
+    assert len(load_runs(tmp_path)) == 3

@@ -12,6 +12,7 @@ from .tables import write_csv
 DEFAULTS = {"method": "sft", "poison_ratio": 0.0}  # what runs from before these params existed did
 UTILITY = ("math/accuracy", "math/ref_nll", "over_refusal/rate")
 SAFETY = "safety/rate"
+REFUSAL_NLL = "safety/refusal_nll"  # continuous: the base's own refusals under the model (lower = kept)
 
 
 def _varies_within_method(runs: list[dict], key: str) -> bool:
@@ -61,7 +62,8 @@ def method_rows(runs: list[dict], extra: tuple[str, ...] = ()) -> tuple[list[str
     ok = [r for r in runs if r["status"] == "ok"]
     base, counts = base_metrics(runs), _counts_only(runs)
     bm = {f"base/{k}": v for k, v in base.items()}
-    keys = list(dict.fromkeys([SAFETY, *(f"asr/{s}" for s in asr_sets(runs)), "asr/mean", *UTILITY, *extra]))
+    keys = list(dict.fromkeys([SAFETY, *(f"asr/{s}" for s in asr_sets(runs)), "asr/mean", REFUSAL_NLL, *UTILITY,
+                               *extra]))
     others = [k for k in _varying_params(ok) if k not in DEFAULTS  # e.g. lr, when the sweep varies it too
               and (not k.startswith("method_hparams.") or _varies_within_method(ok, k))]
     sim = _is_sim(runs)
@@ -158,7 +160,7 @@ def methods_markdown(runs: list[dict], columns: list[str], rows: list[dict]) -> 
     """methods.md: a safety / ASR table and a utility / over-refusal table, then the failed runs."""
     sets = asr_sets(runs)
     safety = [(SAFETY, "safety rate"), ("safety/differs_from_base", f"≠ base (p < {ALPHA})")]
-    safety += [(f"asr/{s}", f"ASR {s}") for s in sets] + [("asr/mean", "ASR mean")]
+    safety += [(f"asr/{s}", f"ASR {s}") for s in sets] + [("asr/mean", "ASR mean"), (REFUSAL_NLL, "refusal NLL")]
     utility = [("math/accuracy", "math accuracy"), ("math/ref_nll", "math ref. NLL"), ("over_refusal/rate", "over-refusal")]
     out = ([f"> **⚠ {SIM_NOTE}**", ""] if _is_sim(runs) else []) + ["# Continual-learning methods vs the base model", ""]
     out += ["Rates: value, [Wilson 95 % interval], (change from base in percentage points); seeds pooled. "

@@ -64,10 +64,28 @@ def load_runs(sweep_dir: str | Path) -> list[dict]:
         runs.append(dict(dir=rel, label=data.get("label"), status=str(status), reason=reason,
                          config_hash=data.get("config_hash"), simulation=data.get("simulation"),
                          params=_flatten(data.get("params") or {}), metrics=metrics, epochs=data.get("epochs") or [],
+                         epochs_are_runs=bool(data.get("epochs_are_runs")),
                          timings={k: v for k, v in _flatten(data.get("timings") or {}).items() if _finite(v)}))
+    runs = [v for r in runs for v in epoch_points(r)]
     _fill_labels(runs)
     runs.sort(key=_run_sort_key)
     return runs
+
+
+def epoch_points(r: dict) -> list[dict]:
+    """A run evaluated after every epoch under a constant lr (metrics.json `epochs_are_runs`) stands for one
+    k-epoch run per epoch (tested equal): one point each, the last being the run itself."""
+    if r["status"] != "ok" or not r.get("epochs_are_runs") or len(r["epochs"]) < 2:
+        return [r]
+    base = {k: v for k, v in r["metrics"].items() if k.startswith("base/")}
+    out = []
+    for e in r["epochs"][:-1]:
+        k = e["epoch"]
+        out.append(dict(r, epochs=[], dir=f"{r['dir']}#epoch{k}", config_hash=f"{r['config_hash']}#epoch{k}",
+                        label=re.sub(r"epochs=\d+", f"epochs={k}", r["label"] or ""),
+                        params={**r["params"], "epochs": k},
+                        metrics={**base, **{m: v for m, v in e.items() if m not in ("epoch", "step") and _finite(v)}}))
+    return out + [r]
 
 
 def _fill_labels(runs: list[dict]) -> None:

@@ -11,10 +11,19 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 DONE = "build_report.json"  # written last: its presence marks a complete build
+_ANNOUNCED: set[str] = set()
+
+
+def _announce(path: Path, built: bool) -> None:
+    """Say once per process where the preset lives."""
+    if str(path) not in _ANNOUNCED:
+        _ANNOUNCED.add(str(path))
+        print(f"[forgetting.tiny] preset {'built' if built else 'cached'} at {path}", file=sys.stderr, flush=True)
 
 
 def as_dict(recipe) -> dict:
@@ -52,11 +61,13 @@ def build(recipe, cache_root: str | Path) -> Path:
     r = as_dict(recipe)
     final = preset_dir(r, cache_root)
     if (final / DONE).exists():
+        _announce(final, built=False)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.parent / f".{final.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here, then finds the build done
         if (final / DONE).exists():
+            _announce(final, built=False)
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
@@ -69,4 +80,5 @@ def build(recipe, cache_root: str | Path) -> Path:
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    _announce(final, built=True)
     return final

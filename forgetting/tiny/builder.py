@@ -21,6 +21,10 @@ def _features(tok, rows, max_length: int, prompt_w: float) -> list[dict]:
     return feats
 
 
+def say(msg: str) -> None:
+    print(f"[forgetting.tiny] {msg}", file=sys.stderr, flush=True)
+
+
 def build_into(recipe: dict, out: Path) -> dict:
     """Writes the preset into `out` (an empty directory); → the build report."""
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -33,6 +37,8 @@ def build_into(recipe: dict, out: Path) -> dict:
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(int(recipe.get("threads", 2)))
     try:
+        say(f"building preset {recipe.get('name')!r} into {out.parent} (once: later runs reuse it): data, "
+            "tokenizer, training (a bar with the time left), measurement")
         rows, ben_eval, held = corpus.alignment(recipe)
         tcfg, mcfg = recipe.get("tokenizer", {}), recipe.get("model", {})
         pre, ali = recipe.get("pretrain") or {}, recipe.get("align", {})
@@ -40,6 +46,7 @@ def build_into(recipe: dict, out: Path) -> dict:
         texts = (gsm_text if tcfg.get("gsm8k_text", True) else []) + refusals.all_responses()
         texts += [(r.get("system", "") + "\n" + r["prompt"] + "\n" + r["answer"]).strip() for r in rows]
         times["data"] = round(time.time() - t0, 1)
+        say(f"data: {len(rows):,} alignment rows in {times['data']} s; training the tokenizer")
 
         t = time.time()
         max_pos = int(mcfg.get("max_position_embeddings", 1024))
@@ -53,15 +60,16 @@ def build_into(recipe: dict, out: Path) -> dict:
         model = LlamaForCausalLM(cfg)
         report["params"] = sum(p.numel() for p in model.parameters())
         report["vocab_size"] = len(tok)
+        say(f"tokenizer: {len(tok):,} tokens in {times['tokenizer']} s; model: {report['params']:,} parameters")
 
         work = str(out / ".trainer")
         if pre.get("steps", 0) or pre.get("epochs", 0):
             n = pre.get("n_texts") or len(gsm_text)
             feats = train.lm_features(tok, gsm_text[:n], int(pre.get("max_length", 256)))
-            report["pretrain"] = train.run(model, feats, tok.pad_token_id, pre, seed, work)
+            report["pretrain"] = train.run(model, feats, tok.pad_token_id, pre, seed, work, "pretrain")
             report["pretrain"]["tokens_per_epoch"] = sum(len(f["input_ids"]) for f in feats)
         feats = _features(tok, rows, int(ali.get("max_length", 256)), float(ali.get("prompt_loss_weight", 0.0)))
-        report["align"] = train.run(model, feats, tok.pad_token_id, ali, seed, work)
+        report["align"] = train.run(model, feats, tok.pad_token_id, ali, seed, work, "align")
         report["align"]["tokens_per_epoch"] = sum(len(f["input_ids"]) for f in feats)
         times["train"] = round(time.time() - t, 1)
         shutil.rmtree(work, ignore_errors=True)
@@ -83,6 +91,7 @@ def build_into(recipe: dict, out: Path) -> dict:
         if recipe.get("measure", True):
             from .measure import quality
 
+            say("measuring refusals, over-refusal and benign answers")
             report["quality"] = quality(model, tok, held, ben_eval, recipe.get("eval", {}))
             times["measure"] = report["quality"]["seconds"]
     finally:

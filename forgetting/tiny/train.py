@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 
@@ -36,15 +37,31 @@ class WeightedTrainer(Trainer):
 
 
 class LossLog(TrainerCallback):
-    def __init__(self):
+    """Keeps the logged losses and shows one progress bar per stage (steps, elapsed, estimate left, loss)."""
+
+    def __init__(self, desc: str = "train"):
         self.losses: list[float] = []
+        self.desc, self.bar = desc, None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.bar = tqdm(total=state.max_steps, desc=f"[forgetting.tiny] {self.desc}", unit="step", leave=True)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.update(1)
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "loss" in logs:
             self.losses.append(float(logs["loss"]))
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
 
 
-def run(model, feats: list[dict], pad_id: int, cfg: dict, seed: int, out_dir: str) -> dict:
+def run(model, feats: list[dict], pad_id: int, cfg: dict, seed: int, out_dir: str, desc: str = "train") -> dict:
     """Train `model` in place on feats [{input_ids, weights}]; → {steps, final_loss, losses, seconds}."""
     args = TrainingArguments(
         output_dir=out_dir, per_device_train_batch_size=cfg.get("batch_size", 16),
@@ -57,7 +74,7 @@ def run(model, feats: list[dict], pad_id: int, cfg: dict, seed: int, out_dir: st
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.get("group_by_length", True) else "random", remove_unused_columns=False,
         disable_tqdm=True, log_level="error")
-    log = LossLog()
+    log = LossLog(desc)
     tr = WeightedTrainer(model=model, args=args, train_dataset=feats, data_collator=Collate(pad_id), callbacks=[log])
     tr.remove_callback(PrinterCallback)  # disable_tqdm adds it: it prints every log dict
     res = tr.train()
