@@ -18,9 +18,17 @@ OBJECTS = ["apples", "oranges", "pears", "plums", "lemons", "cherries", "cookies
            "blocks", "toy cars", "puzzles", "bottles", "tickets", "socks"]
 CONTAINERS = [("box", "boxes"), ("bag", "bags"), ("basket", "baskets"), ("jar", "jars"), ("crate", "crates"),
               ("bucket", "buckets"), ("tray", "trays"), ("bowl", "bowls"), ("tin", "tins"), ("drawer", "drawers")]
-LOW, HIGH = 2, 200  # every number and result
+LOW = 2  # every number and result lies in [LOW, max_value]
 OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}
-S, M, L = (2, 12), (2, 60), (10, 150)  # number ranges: factors, addends, starting amounts
+
+
+def ranges(max_value: int) -> dict[str, tuple[int, int]]:
+    """Number ranges: S factors, M addends, L starting amounts (at max_value 200: 2-12, 2-60, 10-150)."""
+    return {"S": (2, min(12, max_value // 2)), "M": (2, min(60, max_value)),
+            "L": (min(10, max_value // 2), min(150, max_value))}
+
+
+S, M, L = "S", "M", "L"
 
 # (question, ranges of a, b, c, steps); a step (sentence, x, op, y) writes "x op y = r" as {eq}; results are r1, r2
 TEMPLATES = [
@@ -74,24 +82,25 @@ def split_of(question: str) -> str:
     return "test" if int(hashlib.sha256(question.encode()).hexdigest(), 16) % 5 == 0 else "train"
 
 
-def problem(rng: random.Random) -> dict | None:
-    """One random problem {"question", "answer"}, or None when a result leaves [LOW, HIGH]."""
-    question, ranges, steps = rng.choice(TEMPLATES)
+def problem(rng: random.Random, max_value: int = 200) -> dict | None:
+    """One random problem {"question", "answer"}, or None when a result leaves [LOW, max_value]."""
+    question, kinds, steps = rng.choice(TEMPLATES)
+    span = ranges(max_value)
     a, b, c = rng.sample(NAMES, 3)
     box, boxes = rng.choice(CONTAINERS)
     words = {"A": a, "B": b, "C": c, "obj": rng.choice(OBJECTS), "box": box, "boxes": boxes}
-    v = {k: rng.randint(*r) for k, r in zip("abc", ranges)}
+    v = {k: rng.randint(*span[kind]) for k, kind in zip("abc", kinds)}
     lines = []
     for i, (text, x, op, y) in enumerate(steps, 1):
         r = OPS[op](v[x], v[y])
-        if not LOW <= r <= HIGH:
+        if not LOW <= r <= max_value:
             return None
         lines.append(text.format(**words, **v, eq=f"{v[x]} {op} {v[y]} = {r}"))
         v[f"r{i}"] = r
     return {"question": question.format(**words, **v), "answer": "\n".join(lines) + f"\n#### {r}"}
 
 
-def rows(split: str, n: int, seed: int = 0) -> list[dict]:
+def rows(split: str, n: int, seed: int = 0, max_value: int = 200) -> list[dict]:
     """n distinct problems of `split` (train | test), the same for the same seed."""
     if split not in ("train", "test"):
         raise ConfigError(f"arith has splits 'train' and 'test', not {split!r}")
@@ -99,7 +108,7 @@ def rows(split: str, n: int, seed: int = 0) -> list[dict]:
     for _ in range(50 * n + 1000):
         if len(out) >= n:
             break
-        p = problem(rng)
+        p = problem(rng, max_value)
         if p and p["question"] not in seen and split_of(p["question"]) == split:
             seen.add(p["question"])
             out.append(p)

@@ -22,7 +22,7 @@ def key(cfg: DictConfig, model_path: str) -> str:
              "metrics_version": 2}  # 2: safety/refusal_nll and the ASR sets
     # added later: counted only when non-default, so existing caches keep their keys
     if cfg.data.source == "arith":
-        ident["arith"] = [cfg.data.arith_n_test, cfg.data.arith_seed]
+        ident["arith"] = [cfg.data.arith_n_test, cfg.data.arith_seed, cfg.data.arith_max]
     if cfg.get("date_string", DATE_STRING) != DATE_STRING:
         ident["date_string"] = cfg.date_string
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

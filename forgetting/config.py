@@ -75,6 +75,7 @@ class DataConfig:
     arith_n_train: int = 2000  # source=arith: problems generated for the train / test split
     arith_n_test: int = 400
     arith_seed: int = 0
+    arith_max: int = 200  # largest number or result in an arith problem
     poison: PoisonConfig = field(default_factory=PoisonConfig)
 
 

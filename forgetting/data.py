@@ -74,12 +74,12 @@ def gsm8k_hub(name: str, split: str) -> list[dict]:
 
 
 def load_gsm8k(cfg, split: str) -> list[dict]:
-    """cfg has `source` (local|hub|arith), `<split>_path` and `hub_name` (arith: `arith_n_<split>`, `arith_seed`)."""
+    """cfg has `source` (local|hub|arith), `<split>_path` and `hub_name` (arith: `arith_n_<split>`, `arith_seed`, `arith_max`)."""
     source = cfg.get("source", "local")
     if source == "hub":
         return gsm8k_hub(cfg.hub_name, split)
     if source == "arith":
-        return arith.rows(split, cfg[f"arith_n_{split}"], cfg.arith_seed)
+        return arith.rows(split, cfg[f"arith_n_{split}"], cfg.arith_seed, cfg.arith_max)
     return gsm8k(cfg[f"{split}_path"])
 
 

@@ -60,7 +60,7 @@ def params(cfg: DictConfig) -> dict:
     return {"lr": cfg.lr, "epochs": cfg.epochs, "seed": cfg.seed, "method": cfg.method.name,
             "method_hparams": {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
                                if k not in ("_target_", "name")},
-            "poison_ratio": cfg.data.poison.ratio, "model": cfg.model.name,
+            "poison_ratio": cfg.data.poison.ratio, "data": cfg.data.name, "model": cfg.model.name,
             "lora_r": cfg.lora.r if cfg.lora.enabled else None, "lora_alpha": cfg.lora.alpha if cfg.lora.enabled else None,
             "n_train": cfg.data.n_train, "judge": cfg.judge.get("name", str(cfg.judge.get("_target_")))}
 

@@ -40,10 +40,11 @@ from typing import Sequence
 # every name the former single-file module offered to callers, re-exported
 from ..errors import ConfigError
 from .curves import has_curves, plot_epochs
+from .figure_layout import set_math_task
 from .methods import asr_sets, method_rows, methods_markdown, varies, write_methods
 from .plots import CLASS_COLOURS, EXTRA_CLASS_COLOURS, plot_classes, plot_pareto, plot_tradeoff
 from .points import _units
-from .runs import (SIM_NOTE, SKIP_DIRS, _is_sim, base_metrics, find_metrics_files, group_by_config,
+from .runs import (SIM_NOTE, math_task, SKIP_DIRS, _is_sim, base_metrics, find_metrics_files, group_by_config,
                    load_runs)
 from .stats import (ALPHA, count_for, count_key_candidates, direction, is_rate, pareto_mask, rate_interval,
                     two_proportion_p, wilson)
@@ -60,6 +61,7 @@ def report(sweep_dir: str | Path, x: str = "math/accuracy", y: str = "safety/rat
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     sim = _is_sim(runs)
+    set_math_task(math_task(runs))
     dx, dy = direction(x, x_direction), direction(y, y_direction)
     paths: dict[str, Path] = {}
 

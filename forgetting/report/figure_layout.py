@@ -16,8 +16,15 @@ def _plt():
     return plt
 
 
+_MATH_TASK = {"name": "GSM8K"}  # set once per report from the runs' `data` param (report.report)
+
+
+def set_math_task(name: str) -> None:
+    _MATH_TASK["name"] = name
+
+
 def _axis_label(metric: str, dirn: str) -> str:
-    names = {"math/accuracy": "GSM8K math accuracy", "math/ref_nll": "math reference-answer NLL",
+    names = {"math/accuracy": f"{_MATH_TASK['name']} math accuracy", "math/ref_nll": "math reference-answer NLL",
              "safety/rate": "safety rate (share of harmful prompts answered safely)",
              "over_refusal/rate": "over-refusal rate (benign prompts refused)",
              "asr/mean": "attack success rate (mean over harmful sets)"}

@@ -72,6 +72,12 @@ def load_runs(sweep_dir: str | Path) -> list[dict]:
     return runs
 
 
+def math_task(runs: list[dict]) -> str:
+    """The math data the runs were trained and evaluated on, for axis labels (GSM8K when unrecorded)."""
+    names = sorted({str(r["params"].get("data") or "gsm8k") for r in runs})
+    return " / ".join("GSM8K" if n == "gsm8k" else n for n in names)
+
+
 def epoch_points(r: dict) -> list[dict]:
     """A run evaluated after every epoch under a constant lr (metrics.json `epochs_are_runs`) stands for one
     k-epoch run per epoch (tested equal): one point each, the last being the run itself."""

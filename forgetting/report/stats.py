@@ -117,6 +117,6 @@ def count_for(key: str, metrics: dict, fallback: dict | None = None) -> float | 
 
 def rate_interval(key: str, metrics: dict, fallback: dict | None = None) -> tuple[float, float]:
     v, n = metrics.get(key), count_for(key, metrics, fallback)
-    if not _finite(v) or n is None or not 0 <= v <= 1:
+    if not is_rate(key) or not _finite(v) or n is None or not 0 <= v <= 1:
         return (math.nan, math.nan)
     return wilson(round(v * n), n)
