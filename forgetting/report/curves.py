@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .figure_layout import _axis_label, _freeze, _plt, _rate_axis, _titles
+from .figure_layout import _save, _axis_label, _plt, _rate_axis, _titles
 from .runs import base_metrics
 from .stats import _finite, direction, is_rate
 
@@ -39,7 +39,4 @@ def plot_epochs(path: Path, runs: list[dict], sim: bool) -> Path:
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     _titles(fig, "Forgetting curves: evaluation after every epoch of one run", sim,
             "with a constant learning rate, epoch k of a run equals a k-epoch run")
-    _freeze(fig)
-    fig.savefig(path, dpi=140)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -177,3 +177,11 @@ def _tradeoff_axes(ax, x: str, y: str, dx: str, dy: str, title: str) -> None:
             _rate_axis(ax, w)
     ax.set_title(title, fontsize=10)
     ax.text(0.99, 0.01, "better ↗", transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="0.4")
+
+
+def _save(fig, path):
+    """Freeze the layout, write the PNG, free the figure; → path."""
+    _freeze(fig)
+    fig.savefig(path, dpi=140)
+    _plt().close(fig)
+    return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .figure_layout import (_axis_label, _freeze, _key, _key_height, _labelled, _orient, _plt, _rate_axis,
+from .figure_layout import (_save, _axis_label, _key, _key_height, _labelled, _orient, _plt, _rate_axis,
                             _titles, _tradeoff_axes)
 from .points import _units
 from .runs import _counts_only, _ordered_union, base_metrics
@@ -255,7 +255,4 @@ def plot_classes(path: Path, runs: list[dict], sim: bool) -> Path:
         ax.text(0.5, 0.5, "no safety/class/* metrics in this sweep", transform=ax.transAxes, ha="center")
     _titles(fig, "What the models did on harmful prompts", sim,
             "a model that merely breaks (degenerate) is not one that turned harmful")
-    _freeze(fig)
-    fig.savefig(path, dpi=140)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
