@@ -266,3 +266,30 @@ def test_optuna_searches_a_method_hyperparameter(tmp_path, micro_path):
     assert len(trials) == 2 and all("method.alpha" in t.params for t in trials)
     alphas = {json.loads(p.read_text())["params"]["method_hparams"]["alpha"] for p in sweep.glob("*/metrics.json")}
     assert alphas == {t.params["method.alpha"] for t in trials}
+
+
+def _logits(model, tok):
+    ids = tok("How many apples are left?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("lora", ["r8", "none"])
+def test_merge_lambda_zero_is_the_base_and_one_the_plain_finetune(compose, tmp_path, micro_path, lora):
+    from forgetting.methods.merge import Merge
+
+    cfg = compose([*FAST, f"lora={lora}", "lr=5e-2", f"+run_dir={tmp_path}"])
+    base, tok, _ = models.load(cfg.model, cfg.cache_dir)
+    want_base = _logits(base, tok)
+    out = {}
+    for lam in (0.0, 0.5, 1.0):
+        torch.manual_seed(0)
+        model, _, _ = models.load(cfg.model, cfg.cache_dir)
+        trained, _ = train.finetune(model, tok, data.user_rows(cfg), cfg, tmp_path / str(lam), method=Merge(lam=lam))
+        out[lam] = _logits(trained, tok)
+    torch.manual_seed(0)
+    model, _, _ = models.load(cfg.model, cfg.cache_dir)
+    sft, _ = train.finetune(model, tok, data.user_rows(cfg), cfg, tmp_path / "sft", method=SFT())
+    assert torch.allclose(out[0.0], want_base, atol=1e-5)
+    assert torch.allclose(out[1.0], _logits(sft, tok), atol=1e-5)
+    assert not torch.allclose(out[0.5], want_base, atol=1e-4) and not torch.allclose(out[0.5], out[1.0], atol=1e-4)
