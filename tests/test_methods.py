@@ -293,3 +293,31 @@ def test_merge_lambda_zero_is_the_base_and_one_the_plain_finetune(compose, tmp_p
     assert torch.allclose(out[0.0], want_base, atol=1e-5)
     assert torch.allclose(out[1.0], _logits(sft, tok), atol=1e-5)
     assert not torch.allclose(out[0.5], want_base, atol=1e-4) and not torch.allclose(out[0.5], out[1.0], atol=1e-4)
+
+
+def test_lisa_alternates_sources_and_its_proximal_term_starts_at_zero(cfg, tmp_path, micro_path):
+    from forgetting.methods.lisa import Lisa
+
+    trainer = make(cfg, tmp_path, Lisa(align_steps=1, user_steps=2, rho=1.0))
+    user = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    m = trainer.method
+    sources = []
+    for step in range(6):
+        trainer.state.global_step = step
+        out = m.batch(trainer, user)
+        sources.append("user" if out is user else "memory")
+        if step in (0, 1):  # right after a switch: no pull yet
+            assert m.loss(trainer, trainer.model, out)["lisa_prox"].item() == 0.0
+    assert sources == ["memory", "user", "user", "memory", "user", "user"]
+    perturb(trainer.model)
+    assert m.loss(trainer, trainer.model, user)["lisa_prox"].item() > 0.0
+
+
+def test_lisa_trains_end_to_end_on_memory_and_user_batches(cfg, tmp_path, micro_path):
+    from forgetting.methods.lisa import Lisa
+
+    trainer = make(cfg, tmp_path, Lisa(align_steps=1, user_steps=1, rho=0.5))
+    trainer.train()
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    states = [r["method/lisa_align"] for r in log if "method/lisa_align" in r]
+    assert states[:4] == [1.0, 0.0, 1.0, 0.0]  # one step on memory, one on user data, ...

@@ -4,6 +4,7 @@
     der      logits of the aligned model on memory (MSE)   derpp    der + CE on the memory responses
     agem     task gradient projected off the memory's      lwf      aligned model's hidden states, user data
     ewc      Fisher-weighted pull to the aligned weights   l2       plain pull to the aligned weights
+    lisa     alternating memory / user steps + proximal    merge    fine-tuned delta scaled by lambda
 
 conf/method/<name>.yaml names the class (`_target_`) and its hyperparameters; trainer.MethodTrainer
 (TRL's SFTTrainer) calls the hooks. Add a method: subclass Method, override the hooks it needs.

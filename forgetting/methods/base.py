@@ -22,6 +22,10 @@ class Method:
     def setup(self, trainer) -> None:
         """Before the first step (the model is still the aligned one)."""
 
+    def batch(self, trainer, inputs: dict) -> dict:
+        """The batch this step trains on (e.g. a memory batch instead of the user's)."""
+        return inputs
+
     def loss(self, trainer, model, inputs: dict) -> dict[str, torch.Tensor]:
         """Extra loss terms for this batch, by name; each is added to the task loss and logged."""
         return {}

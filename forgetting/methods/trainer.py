@@ -87,6 +87,7 @@ class MethodTrainer(SFTTrainer):
             self.method.teardown()
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        inputs = self.method.batch(self, inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.method.after_backward(self, model)
         return loss
