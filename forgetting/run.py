@@ -44,7 +44,9 @@ def sweep_group(run_dir: Path) -> str:
 def label(cfg: DictConfig) -> str:
     parts = [f"lr={cfg.lr:g}", f"epochs={cfg.epochs}"]
     if cfg.method.name != "sft":
-        parts.insert(0, cfg.method.name)
+        hp = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in cfg.method.items() if k not in ("_target_", "name"))
+        parts.insert(0, f"{cfg.method.name}({hp})" if hp else cfg.method.name)
     if cfg.data.poison.ratio:
         parts.append(f"poison={cfg.data.poison.ratio:g}")
     if not cfg.lora.enabled:

@@ -99,14 +99,18 @@ def _fill_labels(runs: list[dict]) -> None:
     for r in runs:
         if not r["label"]:
             r["label"] = " ".join(f"{k}={_fmt(r['params'][k])}" for k in varying if k in r["params"]) or r["dir"]
-    # runs that share a label (seed repeats) get the seed appended for display
-    seen: dict[str, int] = {}
+    # runs that share a label get what tells them apart (a method's hyperparameter, else the seed)
+    same: dict[str, list[dict]] = {}
     for r in runs:
-        seen[r["label"]] = seen.get(r["label"], 0) + 1
+        same.setdefault(r["label"], []).append(r)
     for r in runs:
+        group = same[r["label"]]
+        apart = [k for k in _varying_params(group) if k.startswith("method_hparams.")] if len(group) > 1 else []
+        extra = " ".join(f"{k.split('.', 1)[1]}={_fmt(r['params'].get(k))}" for k in apart)
         seed = r["params"].get("seed")
-        r["display"] = r["label"] + (f" seed={seed}" if seen[r["label"]] > 1 and seed is not None
-                                     and f"seed={seed}" not in r["label"] else "")
+        if len(group) > 1 and not apart and seed is not None and f"seed={seed}" not in r["label"]:
+            extra = f"seed={seed}"
+        r["display"] = f"{r['label']} {extra}".strip()
 
 
 def _varying_params(runs: list[dict], exclude: Iterable[str] = ("seed",)) -> list[str]:
