@@ -28,6 +28,9 @@ def main(cfg):
         return run.main(cfg)
     except ConfigError as e:  # bad input: one line, before any model loads
         print(f"error: {e}", file=sys.stderr)
+        if run.in_multirun():  # recorded for this job; raising (not exiting) lets the sweep go on
+            run.record_failure(cfg, e)
+            raise
         sys.exit(2)
 
 

@@ -33,10 +33,29 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.get("run_dir") or "outputs/runs/adhoc")
 
 
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+def record_failure(cfg: DictConfig, err: Exception) -> None:
+    """A job that stopped before it started (bad config or data): metrics.json says so, in one line."""
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lab, par = label(cfg), params(cfg)
+    except Exception:  # the config may be too broken to describe
+        lab, par = None, {}
+    write_json(run_dir / "metrics.json", {"status": "failed", "reason": f"{type(err).__name__}: {err}".splitlines()[0],
+                                          "label": lab, "params": par, "simulation": bool(cfg.model.simulation),
+                                          "metrics": {}, "timings": {}})
+
+
 def sweep_group(run_dir: Path) -> str:
     from hydra.core.hydra_config import HydraConfig
 
-    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+    if in_multirun():
         return Path(HydraConfig.get().sweep.dir).name
     return "single"
 
