@@ -4,7 +4,8 @@
     python launch.py -m lr=1e-4,2e-4 epochs=1,2,3      # the card's sweep
     forgetting report outputs/sweeps/<dir>             # trade-off curve
 
-Stages, one hop away: forgetting/run.py calls models → data → train → evaluate → tracking.
+Stages, one hop away: forgetting/run.py calls models → data (user rows, poison) → memory (safety memory)
+→ train (methods/: the method's hooks in TRL's SFTTrainer; curves: per-epoch eval) → evaluate → tracking.
 """
 import sys
 

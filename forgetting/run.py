@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import baseline, data, evaluate, memory, models, train
+from . import baseline, curves, data, evaluate, memory, models, train
 from .config import validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
@@ -174,29 +174,6 @@ def worker_judge(cfg: DictConfig):
     return _WORKER[k]
 
 
-def epoch_callbacks(cfg: DictConfig, run_dir: Path, tok, sets: dict, judge, wb, record: dict) -> list:
-    """eval.every_epoch: evaluate the end of each epoch into the record (forgetting curves in one run)."""
-    (run_dir / "epoch_metrics.jsonl").unlink(missing_ok=True)
-    if not cfg.eval.every_epoch:
-        return []
-    o = cfg.optimizer  # epoch k equals a k-epoch run only when the lr does not depend on the run's length
-    record["epochs_are_runs"] = o.lr_scheduler_type == "constant" and o.warmup_ratio == 0
-
-    def at_epoch(model, epoch: int, step: int):
-        add_epoch(run_dir, wb, record, epoch, step, evaluate.evaluate_all(model, tok, sets, judge, cfg)[0])
-
-    return [evaluate.EpochEval(at_epoch, cfg.epochs)]
-
-
-def add_epoch(run_dir: Path, wb, record: dict, epoch: int, step: int, metrics: dict) -> None:
-    row = {"epoch": epoch, "step": step, **{k: metrics[k] for k in evaluate.CURVE_KEYS if k in metrics}}
-    record.setdefault("epochs", []).append(row)
-    with open(run_dir / "epoch_metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-    wb.log_epoch(row)
-    write_json(run_dir / "metrics.json", record)  # a curve survives a later failure
-
-
 def changes_from_base(metrics: dict, base: dict) -> dict:
     out = {f"base/{k}": base[k] for k in base if k in BASE_KEYS or k.startswith("asr/")}
     out["safety_drop"] = base["safety/rate"] - metrics["safety/rate"]
@@ -261,7 +238,7 @@ def main(cfg: DictConfig):
 
         t0 = time.perf_counter()
         trained, history = train.finetune(model, tok, train_set, cfg, run_dir, report_to="wandb" if wb.active else "none",
-                                          callbacks=epoch_callbacks(cfg, run_dir, tok, sets, judge, wb, record),
+                                          callbacks=curves.callbacks(cfg, run_dir, tok, sets, judge, wb, record),
                                           method=method, memory=mem)
         timings["train_s"] = time.perf_counter() - t0
 
@@ -273,7 +250,7 @@ def main(cfg: DictConfig):
         metrics["train/loss"] = losses[-1] if losses else float("nan")
         metrics["train/steps"] = max((h["step"] for h in history), default=0)
         if cfg.eval.every_epoch:
-            add_epoch(run_dir, wb, record, cfg.epochs, metrics["train/steps"], metrics)
+            curves.add_epoch(run_dir, wb, record, cfg.epochs, metrics["train/steps"], metrics)
         metrics.update({f"data/n_{src}": sum(r["source"] == src for r in train_set) for src in ("user", "poison", "memory")})
         metrics.update(changes_from_base(metrics, base))
         record.update(status="ok", metrics=metrics)
