@@ -27,6 +27,7 @@ def write_grad(params: list[torch.Tensor], flat: torch.Tensor) -> None:
 
 class AGEM(Method):
     needs_memory = True
+    memory_batches = True
 
     def __init__(self, name: str = "agem"):
         super().__init__(name)

@@ -7,6 +7,7 @@ import torch
 
 class Method:
     needs_memory = False    # True: the run builds (or loads) the safety memory and hands it over
+    memory_batches = False  # True: draws tokenized memory batches (trainer.memory / memory_batch)
     needs_reference = False  # True: uses the aligned model (adapter disabled, or a frozen copy)
     modifies_base = False   # True: the base weights change, so a worker must not reuse the loaded base
 

@@ -21,6 +21,7 @@ def logit_mse(logits: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor) -> 
 
 class DER(Method):
     needs_memory = True
+    memory_batches = True
     needs_reference = True
 
     def __init__(self, name: str = "der", alpha: float = 0.3, beta: float = 0.0):

@@ -12,6 +12,7 @@ from .base import Method
 
 class Lisa(Method):
     needs_memory = True
+    memory_batches = True
 
     def __init__(self, name: str = "lisa", align_steps: int = 10, user_steps: int = 90, rho: float = 1.0):
         super().__init__(name, align_steps=align_steps, user_steps=user_steps, rho=rho)

@@ -31,7 +31,7 @@ class MethodTrainer(SFTTrainer):
         self._frozen = None
         self._memory_iter = None
         self.memory = None
-        if memory_rows:  # already in TRL's conversational format (train.chat_rows)
+        if memory_rows and method.memory_batches:  # rows in TRL's conversational format (train.chat_rows)
             from datasets import Dataset
 
             ds = Dataset.from_list(memory_rows)
