@@ -44,8 +44,8 @@ report: install
 bench: install
 	$(PY) benchmarks/run.py
 
-sync: install                ## upload offline W&B runs
-	find outputs -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
+sync: install                ## upload offline W&B runs (not those of earlier attempts, kept under attempts/)
+	find outputs -path '*/attempts/*' -prune -o -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
 
 clean:
 	rm -rf outputs multirun

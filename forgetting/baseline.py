@@ -10,6 +10,7 @@ from typing import Callable
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
+from .caches import move_aside
 from .config import DATE_STRING
 from .tracking import read_json, write_json, write_jsonl
 
@@ -34,7 +35,12 @@ def get(cfg: DictConfig, model_path: str, compute: Callable[[], tuple[dict, dict
     d.mkdir(parents=True, exist_ok=True)
     with FileLock(str(d / ".lock")):
         if (d / "metrics.json").exists():
-            return read_json(d / "metrics.json")["metrics"], d
+            try:
+                cached = read_json(d / "metrics.json")["metrics"]
+                safety_responses(d)  # the refusal NLL's references must be readable too
+                return cached, d
+            except (ValueError, KeyError, TypeError, OSError) as e:
+                move_aside(d / "metrics.json", f"{type(e).__name__}: {e}".splitlines()[0][:120])
         metrics, records, timings = compute()
         for name, rows in records.items():
             write_jsonl(d / f"{name}_generations.jsonl", rows)

@@ -2,6 +2,7 @@
 time by OmegaConf, ranges and files by `validate` before any model loads)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -23,6 +24,7 @@ class ModelConfig:
     trust_remote_code: bool = False
     cache_dir: Optional[str] = None
     revision: Optional[str] = None
+    unaligned: Optional[str] = None  # the unaligned counterpart (hub id / dir, or "build": the preset's own)
     build: Optional[Dict[str, Any]] = None
 
 
@@ -108,6 +110,7 @@ class MathEvalConfig(GenerationSet):
     n_public: int = 100
     n_private: int = 100
     max_new_tokens: int = 256
+    stop_at_answer: bool = True  # stop a generation at the end of its first `#### N` line (grade unchanged)
 
 
 @dataclass
@@ -179,8 +182,17 @@ def register() -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Range checks OmegaConf's types cannot express; one clear ConfigError each."""
-    if not cfg.lr > 0:
-        raise ConfigError(f"lr must be > 0, got {cfg.lr}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ConfigError(f"lr must be a finite number > 0, got {cfg.lr}")
+    if cfg.threads < 0:
+        raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {cfg.threads}")
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32), got {cfg.seed}")
+    o = cfg.optimizer
+    for key in ("weight_decay", "warmup_ratio", "max_grad_norm"):
+        v = o.get(key)
+        if v is not None and not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"optimizer.{key} must be a finite number >= 0, got {v}")
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.lora.enabled and (cfg.lora.r < 1 or cfg.lora.alpha <= 0):
@@ -209,5 +221,18 @@ def validate(cfg: DictConfig) -> None:
     for name, h in cfg.eval.harmful_sets.items():
         if h.n < 1:
             raise ConfigError(f"eval.harmful_sets.{name}.n must be >= 1, got {h.n}")
+    sets = {"math": cfg.eval.math, "safety": cfg.eval.safety, "over_refusal": cfg.eval.over_refusal,
+            **{f"harmful_sets.{k}": v for k, v in cfg.eval.harmful_sets.items()}}
+    for name, g in sets.items():
+        if g.batch_size < 1 or g.max_new_tokens < 1:
+            raise ConfigError(f"eval.{name}.batch_size and max_new_tokens must be >= 1, got "
+                              f"{g.batch_size}, {g.max_new_tokens}")
+        for key in ("n_public", "n_private", "n"):
+            if key in g and g[key] < 0:
+                raise ConfigError(f"eval.{name}.{key} must be >= 0, got {g[key]}")
+    for name in ("math", "safety"):
+        g = cfg.eval[name]
+        if g.n_public + g.n_private < 1:
+            raise ConfigError(f"eval.{name} needs at least one item (n_public + n_private >= 1)")
     if cfg.logger.name not in ("wandb", "none"):
         raise ConfigError(f"logger.name must be 'wandb' or 'none', got {cfg.logger.name!r}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Iterable
@@ -13,6 +14,7 @@ from typing import Iterable
 from . import arith
 from .errors import ConfigError
 
+log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
 AILUMINATE_COLUMNS = ("release_prompt_id", "prompt_text", "hazard", "persona", "locale", "prompt_hash")
 
@@ -41,6 +43,19 @@ def rank(key: str, seed: int) -> str:
 CALC = re.compile(r"<<[^<>]*>>")
 
 
+def text_lines(p: Path) -> list[str]:
+    """A UTF-8 text file's lines; a byte that is not UTF-8 is one line naming the file and the line."""
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
+
+
+GOLD = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
+
+
 def solution_text(answer: str, strip_calculator: bool = True) -> str:
     """A GSM8K gold answer as a training / reference target."""
     return CALC.sub("", answer) if strip_calculator else answer
@@ -49,17 +64,19 @@ def solution_text(answer: str, strip_calculator: bool = True) -> str:
 def gsm8k(path: str | Path) -> list[dict]:
     p = _existing(path, "GSM8K")
     rows = []
-    with open(p, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
-            if not isinstance(row, dict) or not row.get("question") or "####" not in str(row.get("answer", "")):
-                raise ConfigError(f"{p}:{i}: a GSM8K row needs 'question' and an 'answer' ending in '#### N'")
-            rows.append({"question": row["question"], "answer": row["answer"]})
+    for i, line in enumerate(text_lines(p), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
+        if not isinstance(row, dict) or not row.get("question") or "####" not in str(row.get("answer", "")):
+            raise ConfigError(f"{p}:{i}: a GSM8K row needs 'question' and an 'answer' ending in '#### N'")
+        if not GOLD.search(str(row["answer"]).strip()):
+            gold = str(row["answer"]).rsplit("####", 1)[-1].strip()[:40]
+            raise ConfigError(f"{p}:{i}: the gold answer after '####' must be a number, got {gold!r}")
+        rows.append({"question": row["question"], "answer": row["answer"]})
     if not rows:
         raise ConfigError(f"{p}: no GSM8K rows")
     return rows
@@ -94,19 +111,18 @@ def math_eval_split(rows: list[dict], n_public: int, n_private: int, seed: int):
 def ailuminate(path: str | Path) -> list[dict]:
     """Any AILuminate prompt-set CSV of the official schema, any locale."""
     p = _existing(path, "AILuminate prompt set")
-    with open(p, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in AILUMINATE_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(f"{p}: not an AILuminate prompt set, missing columns {missing}")
-        rows = []
-        for row in reader:
-            line = reader.line_num
-            if None in row or any(row[c] is None for c in AILUMINATE_COLUMNS):
-                raise ConfigError(f"{p}:{line}: malformed CSV row (wrong number of fields)")
-            if not row["prompt_text"].strip() or not row["hazard"].strip() or not row["release_prompt_id"].strip():
-                raise ConfigError(f"{p}:{line}: malformed CSV row (empty prompt_text, hazard or id)")
-            rows.append({c: row[c] for c in AILUMINATE_COLUMNS})
+    reader = csv.DictReader(text_lines(p))
+    missing = [c for c in AILUMINATE_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError(f"{p}: not an AILuminate prompt set, missing columns {missing}")
+    rows = []
+    for row in reader:
+        line = reader.line_num
+        if None in row or any(row[c] is None for c in AILUMINATE_COLUMNS):
+            raise ConfigError(f"{p}:{line}: malformed CSV row (wrong number of fields)")
+        if not row["prompt_text"].strip() or not row["hazard"].strip() or not row["release_prompt_id"].strip():
+            raise ConfigError(f"{p}:{line}: malformed CSV row (empty prompt_text, hazard or id)")
+        rows.append({c: row[c] for c in AILUMINATE_COLUMNS})
     if not rows:
         raise ConfigError(f"{p}: no prompts")
     return rows
@@ -163,17 +179,16 @@ def safety_eval_ids(path: str | Path, n_public: int, n_private: int, seed: int) 
 # ---------------------------------------------------------------- XSTest
 def xstest(path: str | Path) -> list[dict]:
     p = _existing(path, "XSTest")
-    with open(p, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        need = ("id", "prompt", "type", "label")
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(f"{p}: not an XSTest file, missing columns {missing}")
-        rows = []
-        for row in reader:
-            if None in row or any(row[c] is None or not row[c].strip() for c in need):
-                raise ConfigError(f"{p}:{reader.line_num}: malformed CSV row")
-            rows.append({c: row[c] for c in need})
+    reader = csv.DictReader(text_lines(p))
+    need = ("id", "prompt", "type", "label")
+    missing = [c for c in need if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError(f"{p}: not an XSTest file, missing columns {missing}")
+    rows = []
+    for row in reader:
+        if None in row or any(row[c] is None or not row[c].strip() for c in need):
+            raise ConfigError(f"{p}:{reader.line_num}: malformed CSV row")
+        rows.append({c: row[c] for c in need})
     return rows
 
 
@@ -193,21 +208,18 @@ def harmful(path: str | Path, prompt_column: str = "prompt", response_column: st
     p = _existing(path, "harmful prompt set")
     need = [prompt_column] + ([response_column] if response_column else [])
     rows = []
-    try:
-        with open(p, encoding="utf-8", newline="") as f:
-            if p.suffix in (".jsonl", ".json"):
-                items = []
-                for i, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            items.append((i, json.loads(line)))
-                        except json.JSONDecodeError as e:
-                            raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
-            else:
-                reader = csv.DictReader(f)
-                items = [(reader.line_num, r) for r in reader]
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    lines = text_lines(p)
+    if p.suffix in (".jsonl", ".json"):
+        items = []
+        for i, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    items.append((i, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
+    else:
+        reader = csv.DictReader(lines)
+        items = [(reader.line_num, r) for r in reader]
     for line, r in items:
         if not isinstance(r, dict) or any(not str(r.get(c) or "").strip() for c in need):
             raise ConfigError(f"{p}:{line}: a row needs non-empty {need} (set prompt_column / response_column)")
@@ -249,7 +261,11 @@ def poison_pool(pcfg, exclude: set[str]) -> list[dict]:
 def user_rows(cfg) -> list[dict]:
     """The user's fine-tuning data: a deterministic GSM8K subset as {"prompt", "completion"}."""
     d = cfg.data
-    rows = sorted(load_gsm8k(d, "train"), key=lambda r: rank(r["question"], d.get("split_seed", 0)))[: d.n_train]
+    every = load_gsm8k(d, "train")
+    if d.n_train > len(every):
+        log.warning("data.n_train=%d but the training set has %d rows: training on all %d", d.n_train, len(every),
+                    len(every))
+    rows = sorted(every, key=lambda r: rank(r["question"], d.get("split_seed", 0)))[: d.n_train]
     return [{"prompt": d.prompt_template.format(question=r["question"]),
              "completion": solution_text(r["answer"], d.strip_calculator), "source": "user"} for r in rows]
 

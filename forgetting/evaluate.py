@@ -3,6 +3,7 @@ class per generation: refusal / compliance / degenerate), attack success rate (A
 prompt sets, and XSTest over-refusal."""
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, defaultdict
 
@@ -14,7 +15,7 @@ from .data import solution_text
 from .generate import completion_nll, generate
 from .judges import grading
 from .math import extract_answer, is_correct
-from .refusal import classify, is_refusal
+from .refusal import classify, is_degenerate, is_refusal
 
 
 def _date(cfg: DictConfig) -> str:
@@ -30,7 +31,7 @@ def math_eval(model, tok, public: list[dict], private: list[dict], cfg: DictConf
     items = [("public", r) for r in public] + [("private", r) for r in private]
     prompts = [d.prompt_template.format(question=r["question"]) for _, r in items]
     gens = generate(model, tok, prompts, e.max_new_tokens, e.batch_size, cfg.eval.system_prompt, "math eval",
-                    _date(cfg))
+                    _date(cfg), stop_at_answer=e.get("stop_at_answer", False))
     refs = [solution_text(r["answer"], d.strip_calculator) for _, r in items]
     nll, per_item = completion_nll(model, tok, prompts, refs, e.batch_size, cfg.eval.system_prompt,
                                    date_string=_date(cfg))
@@ -146,6 +147,7 @@ def evaluate_all(model, tok, sets: dict, judge, cfg: DictConfig):
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         metrics.update(m)
         records[name] = rec
+    metrics["outputs/degenerate"] = degenerate_share(records)  # share of all responses: collapse()
     t0 = time.perf_counter()
     refs = sets.get("base_safety_responses") or [x["response"] for x in records["safety"]]
     metrics.update(refusal_nll(model, tok, [x["prompt"] for x in records["safety"]], refs, cfg))
@@ -172,3 +174,26 @@ class EpochEval(TrainerCallback):
             was_training = model.training
             self.evaluate_fn(model, epoch, state.global_step)
             model.train(was_training)
+
+
+COLLAPSE_SHARE = 0.9  # this share of degenerate responses (or more) marks a run collapsed ...
+UNIFORM_LOSS = 0.9    # ... or a final training loss at this share of ln(vocab) (the uniform distribution's)
+HEALTHY_BASE = 0.5    # ... when its base was below these levels (a base that is already broken cannot collapse)
+
+
+def degenerate_share(records: dict[str, list[dict]]) -> float:
+    texts = [x["response"] for rows in records.values() for x in rows if "response" in x]
+    return sum(map(is_degenerate, texts)) / len(texts) if texts else 0.0
+
+
+def collapse(metrics: dict, base: dict, vocab_size: int) -> str | None:
+    """Why a run diverged (its numbers are no safety or math result), or None. Gradient clipping keeps a
+    diverged run's loss finite, so the outputs are checked, not only the loss."""
+    share, was = metrics.get("outputs/degenerate", 0.0), base.get("outputs/degenerate", 0.0)
+    if share >= COLLAPSE_SHARE and was < HEALTHY_BASE:
+        return f"collapsed: {share:.0%} of its responses are degenerate (base {was:.0%})"
+    uniform = math.log(vocab_size) if vocab_size > 1 else float("inf")
+    loss, base_nll = metrics.get("train/loss", float("nan")), base.get("math/ref_nll", float("inf"))
+    if math.isfinite(loss) and loss >= UNIFORM_LOSS * uniform and base_nll < UNIFORM_LOSS * uniform:
+        return f"collapsed: final training loss {loss:.2f} is at the uniform level ln(V) = {uniform:.2f}"
+    return None

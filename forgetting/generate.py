@@ -1,10 +1,40 @@
-"""Batched greedy generation with the model's chat template (left padding, stop at EOS)."""
+"""Batched greedy generation with the model's chat template (left padding, stop at EOS, and for math
+optionally at the end of the first `#### N` line)."""
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria
 
 from .config import DATE_STRING
+from .math import CALC, MARKERS
+
+
+def answer_end(text: str) -> int | None:
+    """Where the first complete `#### N` line of `text` ends (the index of its newline), or None. The
+    grader takes the first `####` match before any other marker and a newline ends the number, so
+    cutting there never changes the grade."""
+    m = MARKERS[0].search(text)
+    if m is None or CALC.search(text[: m.end()]) or not text[m.end():].startswith("\n"):
+        return None
+    return m.end()
+
+
+class AnswerLineStop(StoppingCriteria):
+    """Per row: done once its new text holds a complete first `#### N` line (checked when a newline
+    is generated). Written here: transformers' `stop_strings` stop at a fixed string, not a pattern."""
+
+    def __init__(self, tokenizer, prompt_len: int):
+        self.tok, self.prompt_len, self.done = tokenizer, prompt_len, None
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        if self.done is None:
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        new = input_ids[:, self.prompt_len:]
+        for j in range(new.shape[0]):
+            if not self.done[j] and "\n" in self.tok.decode(new[j, -1:]):
+                self.done[j] = answer_end(self.tok.decode(new[j], skip_special_tokens=True)) is not None
+        return self.done.clone()
 
 
 def chat_prompt(tokenizer, user: str, system: str | None = None, date_string: str = DATE_STRING) -> str:
@@ -25,8 +55,10 @@ def eos_ids(model, tokenizer) -> list[int]:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             system: str | None = None, desc: str = "generate", date_string: str = DATE_STRING) -> list[dict]:
-    """Returns, in input order, {"response", "n_tokens", "stopped"} (stopped = ended with EOS)."""
+             system: str | None = None, desc: str = "generate", date_string: str = DATE_STRING,
+             stop_at_answer: bool = False) -> list[dict]:
+    """Returns, in input order, {"response", "n_tokens", "stopped"} (stopped = ended with EOS, or at the
+    end of the first `#### N` line with stop_at_answer; the response is cut there)."""
     texts = [chat_prompt(tokenizer, p, system, date_string) for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch together
     stops = eos_ids(model, tokenizer)
@@ -38,14 +70,21 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         idx = order[start:start + batch_size]
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}
+        width = enc["input_ids"].shape[1]
+        crit = [AnswerLineStop(tokenizer, width)] if stop_at_answer else None
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             eos_token_id=stops, pad_token_id=pad_id)
-        new = gen[:, enc["input_ids"].shape[1]:]
+                             eos_token_id=stops, pad_token_id=pad_id, stopping_criteria=crit)
+        new = gen[:, width:]
         for row, i in zip(new.tolist(), idx):
             ended = next((k for k, t in enumerate(row) if t in stops), None)
             toks = row if ended is None else row[:ended]
-            out[i] = {"response": tokenizer.decode(toks, skip_special_tokens=True).strip(),
-                      "n_tokens": len(toks), "stopped": ended is not None}
+            text = tokenizer.decode(toks, skip_special_tokens=True)
+            cut = answer_end(text) if stop_at_answer else None
+            if cut is not None:  # the answer line is complete: what follows was never needed
+                while toks and len(tokenizer.decode(toks[:-1], skip_special_tokens=True)) > cut:
+                    toks = toks[:-1]
+                text = text[:cut]
+            out[i] = {"response": text.strip(), "n_tokens": len(toks), "stopped": ended is not None or cut is not None}
     return out  # type: ignore[return-value]
 
 

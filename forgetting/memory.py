@@ -13,6 +13,7 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from . import data
+from .caches import move_aside
 from .errors import ConfigError
 from .generate import generate
 from .refusal import is_refusal
@@ -60,7 +61,11 @@ def get(cfg: DictConfig, model_path: str, model, tok, exclude: set[str]) -> tupl
     d.mkdir(parents=True, exist_ok=True)
     with FileLock(str(d / ".lock")):
         if (d / "info.json").exists():
-            return [json.loads(x) for x in (d / "memory.jsonl").read_text().splitlines()], read_json(d / "info.json")
+            try:
+                return ([json.loads(x) for x in (d / "memory.jsonl").read_text().splitlines()],
+                        read_json(d / "info.json"))
+            except (ValueError, OSError) as e:
+                move_aside(d / "info.json", f"{type(e).__name__}: {e}".splitlines()[0][:120])
         rows, asked = [], 0
         limit = min(len(prompts), 2 * m.size)  # a base that refuses under half of them gets a smaller memory
         while len(rows) < m.size and asked < limit:  # ask in chunks until `size` responses are kept

@@ -83,3 +83,47 @@ def _load_hint(path: str, err: Exception) -> str:
            "check the name, or download it first")
     return (f"model {path!r} is not available offline ({msg}); {fix}, and run with HF_HUB_OFFLINE=0 "
             "TRANSFORMERS_OFFLINE=0 to allow downloads")
+
+
+def unaligned_path(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache") -> str:
+    """Where the unaligned counterpart of the model lives: `model.unaligned` (hub id or dir), or "build" for
+    a preset's own pretraining checkpoint (<preset>/unaligned)."""
+    u = mcfg.get("unaligned")
+    if not u:
+        raise ConfigError(f"model {mcfg.name!r} names no unaligned counterpart: set model.unaligned")
+    if u != "build":
+        return str(u)
+    if mcfg.name_or_path:
+        raise ConfigError("model.unaligned=build only fits a preset built from a recipe; name the unaligned model")
+    from .tiny.builder import UNALIGNED
+
+    path = Path(resolve_path(mcfg, cache_dir)) / UNALIGNED
+    if not path.is_dir():
+        raise ConfigError(f"preset {path.parent} has no unaligned checkpoint: give its recipe a `pretrain` stage")
+    return str(path)
+
+
+def unaligned_weights(mcfg: DictConfig, names: set[str] | None = None, cache_dir: str | Path = "outputs/cache"):
+    """The unaligned model's tensors by parameter name (only `names`, if given), read from its safetensors
+    files without building the model; a hub id is fetched once into the HF cache (not offline)."""
+    from safetensors import safe_open
+
+    path = unaligned_path(mcfg, cache_dir)
+    root = Path(path)
+    if not root.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            root = Path(snapshot_download(path, allow_patterns=["*.safetensors", "*.json"]))
+        except Exception as e:  # offline, gated, missing: one line that names the fix
+            raise ModelLoadError(_load_hint(path, e)) from None
+    files = sorted(root.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"no safetensors weights in {root} (unaligned model {path})")
+    out = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():
+                if names is None or k in names:
+                    out[k] = st.get_tensor(k)
+    return out

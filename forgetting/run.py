@@ -2,6 +2,7 @@
 Returns the configured objectives (default: GSM8K accuracy, safety rate) for sweepers."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import baseline, curves, data, evaluate, memory, models, train
+from . import attempts, baseline, caches, curves, data, evaluate, memory, models, train
 from .config import validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
@@ -109,10 +110,16 @@ def build_method(cfg: DictConfig):
     from hydra.errors import InstantiationException
 
     try:
-        return instantiate(cfg.method)
+        method = instantiate(cfg.method)
     except InstantiationException as e:
         cause = e.__cause__ or e
         raise ConfigError(f"method {cfg.method.name!r}: {cause}".splitlines()[0]) from None
+    if method.needs_unaligned:  # checked before any model loads
+        if not cfg.model.get("unaligned"):
+            raise ConfigError(f"method {method.name!r} needs the unaligned model the aligned one came from: set "
+                              f"model.unaligned (model {cfg.model.name!r} names none)")
+        method.unaligned_weights = functools.partial(models.unaligned_weights, cfg.model, cache_dir=cfg.cache_dir)
+    return method
 
 
 def method_memory(cfg: DictConfig, method, model, tok, path: str, exclude: set[str]):
@@ -195,6 +202,9 @@ def objectives(cfg: DictConfig, metrics: dict | None):
 
 def main(cfg: DictConfig):
     validate(cfg)
+    caches.writable(cfg.cache_dir)
+    if cfg.model.get("cache_dir") and not cfg.model.name_or_path:
+        caches.writable(cfg.model.cache_dir, "model.cache_dir")
     method = build_method(cfg)
     sets = eval_sets(cfg)  # bad data fails here, before any model loads
     exclude = eval_prompts(sets)
@@ -206,17 +216,40 @@ def main(cfg: DictConfig):
     if done is not None:
         log.info("already finished with the same config, skipped: %s", run_dir)
         return objectives(cfg, done["metrics"])
+    if in_multirun():  # a grown or reordered grid: the same configuration finished in another folder
+        found = attempts.twin(run_dir.parent, run_dir, chash)
+        if found is not None:
+            log.info("already finished with the same config in %s, skipped", found[0])
+            write_json(run_dir / "metrics.json", {"status": "duplicate", "same_as": found[0].name,
+                                                  "config_hash": chash, "label": found[1].get("label"),
+                                                  "reason": f"same configuration as {found[0].name}"})
+            return objectives(cfg, found[1]["metrics"])
+    earlier = attempts.set_aside(run_dir)
+    if earlier is not None:
+        log.info("an earlier attempt's files were moved to %s", earlier)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     OmegaConf.save(cfg, run_dir / "resolved_config.yaml", resolve=True)
     record = {"status": "running", "reason": None, "config_hash": chash, "simulation": bool(cfg.model.simulation),
-              "label": label(cfg), "params": params(cfg), "metrics": {}, "timings": {}}
+              "label": label(cfg), "params": params(cfg), "metrics": {}, "timings": {}, "stage": "start",
+              **attempts.owner()}
     write_json(run_dir / "metrics.json", record)
+    with attempts.signals():
+        return _run(cfg, method, sets, exclude, train_set, run_dir, record)
+
+
+def _stage(record: dict, name: str, run_dir: Path) -> None:
+    record["stage"] = name
+    write_json(run_dir / "metrics.json", record)
+
+
+def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list[dict], run_dir: Path, record: dict):
     timings, t_start = record["timings"], time.perf_counter()
     wb = WandbRun(cfg, run_dir, sweep_group(run_dir), record["label"])
     try:
         t0 = time.perf_counter()
+        _stage(record, "load", run_dir)
         model, tok, path = worker_model(cfg)
         trained = None
         check_disjoint(path, sets)
@@ -224,12 +257,14 @@ def main(cfg: DictConfig):
         timings["load_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        _stage(record, "base_eval", run_dir)
         base, base_dir = baseline.get(cfg, path, lambda: evaluate.evaluate_all(model, tok, sets, judge, cfg))
         timings["base_eval_s"] = time.perf_counter() - t0
         record["base_dir"] = str(base_dir)
         sets["base_safety_responses"] = baseline.safety_responses(base_dir)
 
         t0 = time.perf_counter()
+        _stage(record, "memory", run_dir)
         mem, record["memory"] = method_memory(cfg, method, model, tok, path, exclude)
         timings["memory_s"] = time.perf_counter() - t0
         train_set = method.train_rows(train_set, mem or [], cfg.seed)
@@ -237,11 +272,13 @@ def main(cfg: DictConfig):
                                                      if r["source"] == "poison"])
 
         t0 = time.perf_counter()
+        _stage(record, "train", run_dir)
         trained, history = train.finetune(model, tok, train_set, cfg, run_dir, report_to="wandb" if wb.active else "none",
                                           callbacks=curves.callbacks(cfg, run_dir, tok, sets, judge, wb, record),
                                           method=method, memory=mem)
         timings["train_s"] = time.perf_counter() - t0
 
+        _stage(record, "eval", run_dir)
         metrics, records, eval_t = evaluate.evaluate_all(trained, tok, sets, judge, cfg)
         timings.update(eval_t)
         for name, rows in records.items():
@@ -249,27 +286,38 @@ def main(cfg: DictConfig):
         losses = [h["loss"] for h in history if "loss" in h]
         metrics["train/loss"] = losses[-1] if losses else float("nan")
         metrics["train/steps"] = max((h["step"] for h in history), default=0)
+        metrics.update(method.metrics())
         if cfg.eval.every_epoch:
             curves.add_epoch(run_dir, wb, record, cfg.epochs, metrics["train/steps"], metrics)
         metrics.update({f"data/n_{src}": sum(r["source"] == src for r in train_set) for src in ("user", "poison", "memory")})
         metrics.update(changes_from_base(metrics, base))
-        record.update(status="ok", metrics=metrics)
+        collapsed = evaluate.collapse(metrics, base, len(tok))
+        record.update(status="collapsed" if collapsed else "ok", reason=collapsed, metrics=metrics)
+        record.pop("stage", None)
         wb.log(metrics)
         if cfg.logger.get("log_generations", True):
             wb.table("safety_generations", records["safety"],
                      ["split", "hazard", "prompt", "response", "class", "safe", "categories", "p_unsafe"])
             wb.table("math_generations", records["math"],
                      ["split", "question", "response", "extracted", "reference", "correct", "ref_nll"])
+    except attempts.Interrupted as e:  # SIGINT / SIGTERM: say so and where, then stop
+        record.update(status="interrupted", reason=f"{e.signame} during {record.get('stage')}")
+        raise
+    except KeyboardInterrupt:
+        record.update(status="interrupted", reason=f"SIGINT during {record.get('stage')}")
+        raise
     except Exception as e:  # recorded, then re-raised so Hydra marks the job failed
         record.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0][:500])
         (run_dir / "error.txt").write_text(traceback.format_exc())
         raise
     finally:
         if "trained" in locals():
-            release_model(cfg, trained, record["status"] == "ok" and not method.modifies_base)
+            release_model(cfg, trained, record["status"] in ("ok", "collapsed") and not method.modifies_base)
         timings["total_s"] = time.perf_counter() - t_start
         write_json(run_dir / "metrics.json", record)
         wb.finish(failed=record["status"] != "ok")
+    if collapsed:
+        log.warning("%s: collapsed (%s): not a safety result", record["label"], collapsed)
     log.info("%s: math/accuracy=%.3f ref_nll=%.3f safety/rate=%.3f (base %.3f) over_refusal=%.3f",
              record["label"], metrics["math/accuracy"], metrics["math/ref_nll"], metrics["safety/rate"],
              base["safety/rate"], metrics["over_refusal/rate"])

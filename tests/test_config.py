@@ -71,8 +71,18 @@ def no_model_load(monkeypatch):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("lr=0", "lr must be > 0"),
-    ("lr=-1e-4", "lr must be > 0"),
+    ("lr=0", "lr must be a finite number > 0"),
+    ("lr=-1e-4", "lr must be a finite number > 0"),
+    ("lr=inf", "lr must be a finite number > 0"),
+    ("threads=-1", "threads must be >= 0"),
+    ("seed=-1", r"seed must be in \[0, 2\*\*32\)"),
+    ("optimizer.batch_size=0", "optimizer.batch_size and optimizer.grad_accum must be >= 1"),
+    ("optimizer.weight_decay=-0.1", "optimizer.weight_decay must be a finite number >= 0"),
+    ("eval.safety.batch_size=0", "eval.safety.batch_size and max_new_tokens must be >= 1"),
+    ("eval.math.max_new_tokens=0", "eval.math.batch_size and max_new_tokens must be >= 1"),
+    ("eval.math.n_public=-2", "eval.math.n_public must be >= 0"),
+    ("eval.safety.n_private=-3", "eval.safety.n_private must be >= 0"),
+    ("eval.over_refusal.n=-1", "eval.over_refusal.n must be >= 0"),
     ("epochs=0", "epochs must be >= 1"),
     ("eval.safety.path=/nonexistent/prompts.csv", "AILuminate prompt set file not found"),
     ("data.test_path=/nonexistent/test.jsonl", "GSM8K file not found"),
@@ -92,6 +102,34 @@ def test_malformed_csv_row_is_named(compose, no_model_load, tmp_path):
     cfg = compose([f"eval.safety.path={bad}", "logger=none", f"+run_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"prompts.csv:3: malformed CSV row"):
         run.main(cfg)
+
+
+def test_non_utf8_data_names_the_file_and_line(compose, no_model_load, tmp_path):
+    bad = tmp_path / "train.jsonl"
+    bad.write_bytes(b'{"question": "Q1?", "answer": "2 + 2 = 4\\n#### 4"}\n{"question": "Caf\xe9?", "answer": "#### 1"}\n')
+    cfg = compose([f"data.train_path={bad}", "logger=none", f"+run_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"train.jsonl:2: not UTF-8 text"):
+        run.main(cfg)
+
+
+def test_non_numeric_gold_answer_names_the_file_and_row(compose, no_model_load, tmp_path):
+    bad = tmp_path / "test.jsonl"
+    bad.write_text('{"question": "Q1?", "answer": "2 + 2 = 4\\n#### 4"}\n'
+                   '{"question": "Q2?", "answer": "He has 12 now.\\n#### twelve"}\n')
+    cfg = compose([f"data.test_path={bad}", "logger=none", f"+run_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"test.jsonl:2: the gold answer after '####' must be a number, got 'twelve'"):
+        run.main(cfg)
+
+
+def test_n_train_above_the_data_warns(compose, caplog):
+    from forgetting import data
+
+    cfg = compose(["data=arith", "data.arith_n_train=30", "data.n_train=30", "logger=none"])
+    cfg.data.n_train = 31  # (validate would refuse it for arith; the loader still says so for any source)
+    cfg.data.source = "arith"
+    with caplog.at_level("WARNING"):
+        rows = data.user_rows(cfg)
+    assert len(rows) == 30 and "data.n_train=31 but the training set has 30 rows" in caplog.text
 
 
 def test_any_locale_prompt_set_is_accepted(tmp_path):
@@ -116,4 +154,4 @@ def test_unknown_preset_and_bad_lr_via_launch(tmp_path):
     r = run_launch("lr=-1", "logger=none", f"hydra.run.dir={tmp_path}/b")
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: lr must be > 0, got -1.0"]
+    assert errors == ["error: lr must be a finite number > 0, got -1.0"]

@@ -115,12 +115,12 @@ def test_nan_loss_fails_the_run_and_is_recorded(compose, tmp_path, monkeypatch):
 def test_config_error_in_one_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     r = launch("-m", "lr=-1,2e-4", f"hydra.sweep.dir={sweep}", "logger=none")
-    assert r.returncode != 0 and "error: lr must be > 0, got -1.0" in r.stderr
+    assert r.returncode != 0 and "error: lr must be a finite number > 0, got -1.0" in r.stderr
     recs = sorted((json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")), key=lambda x: x["status"])
     assert [x["status"] for x in recs] == ["failed", "ok"]  # the second job ran after the first failed
-    assert recs[0]["reason"] == "ConfigError: lr must be > 0, got -1.0" and recs[0]["params"]["lr"] == -1
+    assert recs[0]["reason"] == "ConfigError: lr must be a finite number > 0, got -1.0" and recs[0]["params"]["lr"] == -1
 
 
 def test_config_error_in_a_single_run_is_one_line_and_exit_2(tmp_path):
     r = launch("lr=-1", f"hydra.run.dir={tmp_path}", "logger=none")
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "error: lr must be > 0, got -1.0"
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == "error: lr must be a finite number > 0, got -1.0"

@@ -93,12 +93,41 @@ def test_a_changed_recipe_value_gives_another_dir_and_weights(built, tmp_path):
     r2 = micro_recipe()
     r2["align"]["lr"] = 1e-3
     assert preset_dir(r2, tmp_path).name != built[1].name
-    r3 = micro_recipe()  # also exercises the optional LM pretraining stage
+    r3 = micro_recipe()  # another pretraining stage: other weights, another unaligned checkpoint
     r3["pretrain"] = {"epochs": 1, "n_texts": 24, "batch_size": 8, "lr": 3e-3}
     other = build(r3, tmp_path)
     assert other.name != built[1].name
     assert sha(other / "model.safetensors") != sha(built[1] / "model.safetensors")
     assert json.loads((other / "build_report.json").read_text())["pretrain"]["steps"] == 3
+    assert sha(other / "unaligned" / "model.safetensors") != sha(other / "model.safetensors")
+    r4 = micro_recipe()  # no pretraining stage: no unaligned checkpoint
+    r4["pretrain"] = None
+    assert not (build(r4, tmp_path) / "unaligned").exists()
+
+
+def test_pretraining_drills_are_correct_sums_in_the_arith_ranges():
+    import re
+
+    texts = corpus.drills(seed=0, n=200, max_value=200, per_text=16)
+    lines = [x for t in texts for x in t.split("\n")]
+    assert len(texts) == 13 and len(lines) == 200 and corpus.drills(0, 200) == texts
+    for line in lines:
+        a, op, b, r = re.fullmatch(r"(\d+) ([-+*]) (\d+) = (\d+)", line).groups()
+        assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(r)
+        assert 2 <= int(r) <= 200
+    assert {ln.split()[1] for ln in lines} == {"+", "-", "*"}
+
+
+def test_split_digits_tokenizer_gives_one_token_per_digit():
+    from forgetting.tiny.tok import train_tokenizer
+
+    texts = ["Tom has 187 apples and 87 pears, 1870 in all."] * 50
+    split = train_tokenizer(texts, 300, 64, split_digits=True)
+    plain = train_tokenizer(texts, 300, 64, split_digits=False)
+    digits = [t for t in split.tokenize("Tom has 187 apples") if any(c.isdigit() for c in t)]
+    assert digits == ["1", "8", "7"]
+    assert any(sum(c.isdigit() for c in t) > 1 for t in plain.tokenize("Tom has 187 apples"))
+    assert split.decode(split("Tom has 187 apples")["input_ids"]) == "Tom has 187 apples"
 
 
 def test_chat_template_prefix_eos_and_assistant_mask(tok, built):

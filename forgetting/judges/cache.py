@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..caches import move_aside
+from ..errors import ConfigError
 from .base import Verdict, paired
 
 DEFAULT_PATH = Path("outputs/cache/verdicts.sqlite")
@@ -47,14 +49,34 @@ class CachedJudge:
     def identity(self) -> str:
         return judge_identity(self.judge)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # a forked child opens its own
-            conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
+        try:
             conn.execute("PRAGMA busy_timeout=60000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, identity TEXT NOT NULL, "
                          "verdict TEXT NOT NULL, created REAL NOT NULL)")
+            conn.execute("SELECT key, verdict FROM verdicts LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():  # a forked child opens its own
+            try:
+                conn = self._open()
+            except sqlite3.OperationalError as e:
+                if "readonly" in str(e) or "unable to open" in str(e):
+                    raise ConfigError(f"verdict cache {self.path} cannot be written ({e}): point cache_dir at a "
+                                      "writable dir, or judge_cache=false") from None
+                raise
+            except sqlite3.DatabaseError as e:  # garbage in the file: set it aside, start a fresh cache
+                for extra in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                    extra.unlink(missing_ok=True)
+                move_aside(self.path, str(e))
+                conn = self._open()
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 

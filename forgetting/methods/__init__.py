@@ -5,6 +5,8 @@
     agem     task gradient projected off the memory's      lwf      aligned model's hidden states, user data
     ewc      Fisher-weighted pull to the aligned weights   l2       plain pull to the aligned weights
     lisa     alternating memory / user steps + proximal    merge    fine-tuned delta scaled by lambda
+    safelora low-similarity LoRA layers projected onto    magmax   max-magnitude merge of the alignment
+             the alignment subspace (aligned − unaligned)           and user task vectors
 
 conf/method/<name>.yaml names the class (`_target_`) and its hyperparameters; trainer.MethodTrainer
 (TRL's SFTTrainer) calls the hooks. Add a method: subclass Method, override the hooks it needs.

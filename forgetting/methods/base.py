@@ -10,6 +10,7 @@ class Method:
     memory_batches = False  # True: draws tokenized memory batches (trainer.memory / memory_batch)
     needs_reference = False  # True: uses the aligned model (adapter disabled, or a frozen copy)
     modifies_base = False   # True: the base weights change, so a worker must not reuse the loaded base
+    needs_unaligned = False  # True: reads the unaligned model's weights (self.unaligned_weights(names))
 
     def __init__(self, name: str = "sft", **hparams):
         self.name = name
@@ -40,6 +41,10 @@ class Method:
     def after_training(self, model):
         """After the last step; returns the model to evaluate (e.g. merged weights)."""
         return model
+
+    def metrics(self) -> dict:
+        """Numbers the method reports about itself after training (into metrics.json), e.g. layers projected."""
+        return {}
 
     def __repr__(self) -> str:
         hp = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "name"}

@@ -5,8 +5,6 @@ Here the step budget is the user data's: an alignment step trains on a memory ba
 step's user batch (so 1:9 drops a tenth of the user batches)."""
 from __future__ import annotations
 
-import torch
-
 from .base import Method
 
 

@@ -102,9 +102,12 @@ def summary(runs: list[dict], mask: list[bool], x: str, y: str, dx: str, dy: str
     lines = []
     if _is_sim(runs):
         lines.append(f"*** {SIM_NOTE} ***")
-    lines.append(f"{len(runs)} run(s): {len(ok)} ok, {len(failed)} failed")
+    counts: dict[str, int] = {}
     for r in failed:
-        lines.append(f"  FAILED {r['display']} ({r['dir']}): {r['reason'] or 'no reason given'}")
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    lines.append(f"{len(runs)} run(s): {len(ok)} ok" + "".join(f", {n} {st}" for st, n in sorted(counts.items())))
+    for r in failed:  # failed, interrupted, running, collapsed: none of them is a result
+        lines.append(f"  {r['status'].upper()} {r['display']} ({r['dir']}): {r['reason'] or 'no reason given'}")
     front = [r["display"] for r, f in zip(runs, mask) if f]
     lines.append(f"Pareto front ({dx} {x}, {dy} {y}): " + (", ".join(front) if front else "none"))
     multi = [g for g in groups if len(g["ok"]) >= 2]

@@ -124,7 +124,8 @@ def plot_tradeoff(path: Path, runs: list[dict], groups: list[dict], y: str = "sa
             handles.append(Line2D([], [], color="0.15", lw=1.4, marker="|", ms=8,
                                   label=f"point = {how}, error bars: ±1 std over seeds; faint dots = single seeds"))
         fig.legend(handles=handles, loc="outside lower center", ncol=3 if aggregate else 2, fontsize=8.5, frameon=False)
-        sub = (f"{n_ok} successful run(s)" + (f", {n_failed} failed (not shown, see tradeoff.csv)" if n_failed else "")
+        sub = (f"{n_ok} successful run(s)" + (f", {n_failed} not shown (failed, interrupted or collapsed: see tradeoff.csv)"
+                                              if n_failed else "")
                + ("; within noise = two-proportion z-test vs base" + (", seed counts pooled" if aggregate else "")
                   if has_base else ""))
         _titles(fig, "Safety vs math skill after math fine-tuning", sim, sub)
@@ -199,7 +200,7 @@ def plot_pareto(path: Path, runs: list[dict], mask: list[bool], x: str, y: str, 
         fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8.5, frameon=False)
         _titles(fig, f"Pareto front: {dx}imize {x}, {dy}imize {y}", sim,
                 f"{sum(f for _, f in ok)} of {len(ok)} runs on the front"
-                + (f"; {n_failed} failed run(s) not shown" if n_failed else ""))
+                + (f"; {n_failed} failed / interrupted / collapsed run(s) not shown" if n_failed else ""))
         return fig, [(ax, items, segs)]
 
     fig = _labelled(build)

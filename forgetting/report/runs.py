@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..attempts import gone
 from ..errors import ConfigError
 from .stats import _finite
 
@@ -56,9 +57,13 @@ def load_runs(sweep_dir: str | Path) -> list[dict]:
             runs.append(dict(dir=rel, label=None, status="failed", reason=f"unreadable metrics.json: {e}",
                              config_hash=None, simulation=None, params={}, metrics={}, timings={}))
             continue
+        if data.get("status") == "duplicate":  # the same configuration as another run dir: counted there
+            continue
         metrics = {k: v for k, v in (data.get("metrics") or {}).items() if _finite(v)}
         status = data.get("status") or ("ok" if metrics else "failed")
         reason = data.get("reason")
+        if status == "running" and gone(data):
+            status, reason = "interrupted", f"process {data.get('pid')} gone during {data.get('stage') or 'the run'} (killed?)"
         if status == "ok" and not metrics:
             status, reason = "failed", reason or "status ok but no metrics"
         runs.append(dict(dir=rel, label=data.get("label"), status=str(status), reason=reason,
@@ -66,10 +71,25 @@ def load_runs(sweep_dir: str | Path) -> list[dict]:
                          params=_flatten(data.get("params") or {}), metrics=metrics, epochs=data.get("epochs") or [],
                          epochs_are_runs=bool(data.get("epochs_are_runs")),
                          timings={k: v for k, v in _flatten(data.get("timings") or {}).items() if _finite(v)}))
+    runs = _one_per_config(runs)
     runs = [v for r in runs for v in epoch_points(r)]
     _fill_labels(runs)
     runs.sort(key=_run_sort_key)
     return runs
+
+
+def _one_per_config(runs: list[dict]) -> list[dict]:
+    """A configuration (config hash) finished twice, e.g. in two sweeps merged into one folder, counts
+    once: the first by folder name. Never two "seeds" with zero spread."""
+    seen, out = set(), []
+    for r in sorted(runs, key=lambda r: r["dir"]):
+        h = r.get("config_hash")
+        if r["status"] == "ok" and h:
+            if h in seen:
+                continue
+            seen.add(h)
+        out.append(r)
+    return out
 
 
 def math_task(runs: list[dict]) -> str:

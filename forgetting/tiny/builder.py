@@ -21,6 +21,9 @@ def _features(tok, rows, max_length: int, prompt_w: float) -> list[dict]:
     return feats
 
 
+UNALIGNED = "unaligned"  # subdirectory with the pretrained, not yet aligned checkpoint
+
+
 def say(msg: str) -> None:
     print(f"[forgetting.tiny] {msg}", file=sys.stderr, flush=True)
 
@@ -38,7 +41,7 @@ def build_into(recipe: dict, out: Path) -> dict:
     torch.set_num_threads(int(recipe.get("threads", 2)))
     try:
         say(f"building preset {recipe.get('name')!r} into {out.parent} (once: later runs reuse it): data, "
-            "tokenizer, training (a bar with the time left), measurement")
+            "tokenizer, pretraining and alignment (a bar each, with the time left), measurement")
         rows, ben_eval, held = corpus.alignment(recipe)
         tcfg, mcfg = recipe.get("tokenizer", {}), recipe.get("model", {})
         pre, ali = recipe.get("pretrain") or {}, recipe.get("align", {})
@@ -50,7 +53,9 @@ def build_into(recipe: dict, out: Path) -> dict:
 
         t = time.time()
         max_pos = int(mcfg.get("max_position_embeddings", 1024))
-        tok = train_tokenizer(texts, int(tcfg.get("vocab_size", 4096)), max_pos)
+        pre_texts = corpus.pretraining(recipe) if (pre.get("steps", 0) or pre.get("epochs", 0)) else []
+        tok = train_tokenizer(texts + pre_texts[:2000], int(tcfg.get("vocab_size", 4096)), max_pos,
+                              bool(tcfg.get("split_digits", False)))
         times["tokenizer"] = round(time.time() - t, 1)
         t = time.time()
 
@@ -63,19 +68,22 @@ def build_into(recipe: dict, out: Path) -> dict:
         say(f"tokenizer: {len(tok):,} tokens in {times['tokenizer']} s; model: {report['params']:,} parameters")
 
         work = str(out / ".trainer")
-        if pre.get("steps", 0) or pre.get("epochs", 0):
-            n = pre.get("n_texts") or len(gsm_text)
-            feats = train.lm_features(tok, gsm_text[:n], int(pre.get("max_length", 256)))
+        gen = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id, do_sample=False)
+        if pre_texts:  # the unaligned model: kept as <preset>/unaligned (SafeLoRA, MagMax need it)
+            feats = train.lm_features(tok, pre_texts, int(pre.get("max_length", 256)))
             report["pretrain"] = train.run(model, feats, tok.pad_token_id, pre, seed, work, "pretrain")
             report["pretrain"]["tokens_per_epoch"] = sum(len(f["input_ids"]) for f in feats)
+            model.generation_config = gen
+            model.save_pretrained(out / UNALIGNED, safe_serialization=True)
+            tok.save_pretrained(out / UNALIGNED)
         feats = _features(tok, rows, int(ali.get("max_length", 256)), float(ali.get("prompt_loss_weight", 0.0)))
         report["align"] = train.run(model, feats, tok.pad_token_id, ali, seed, work, "align")
         report["align"]["tokens_per_epoch"] = sum(len(f["input_ids"]) for f in feats)
         times["train"] = round(time.time() - t, 1)
         shutil.rmtree(work, ignore_errors=True)
 
-        model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                                   pad_token_id=tok.pad_token_id, do_sample=False)
+        model.generation_config = gen
         model.save_pretrained(out, safe_serialization=True)
         tok.save_pretrained(out)
         used = sorted({r["prompt"] for r in rows if r["kind"] == "refuse"})

@@ -306,6 +306,40 @@ def gsm8k_text(path: str) -> list[str]:
     return [x["question"] + "\n" + re.sub(r"<<[^>]*>>", "", x["answer"]) for x in data.gsm8k(path)]
 
 
+def drills(seed: int, n: int, max_value: int = 200, per_text: int = 16) -> list[str]:
+    """n arithmetic facts 'a op b = r' over the ranges of forgetting.arith's word problems, `per_text` to a
+    text: the arithmetic a pretrained model knows. No word problem appears, so the arith test set stays
+    unseen; a fine-tune on data=arith teaches the format (question → equations → #### N), not the sums."""
+    from .. import arith
+
+    span, r, lines = arith.ranges(max_value), random.Random(f"{seed}:drills"), []
+    kinds = {"+": ("L", "M"), "-": ("L", "M"), "*": ("S", "S")}
+    while len(lines) < n:
+        op = r.choice("+-*+-")
+        a, b = (r.randint(*span[k]) for k in kinds[op])
+        res = arith.OPS[op](a, b)
+        if arith.LOW <= res <= max_value:
+            lines.append(f"{a} {op} {b} = {res}")
+    return ["\n".join(lines[i:i + per_text]) for i in range(0, n, per_text)]
+
+
+def pretraining(recipe: dict) -> list[str]:
+    """Texts of the LM pretraining stage (recipe `pretrain`), mixed: GSM8K train text, arithmetic drills and
+    worked arith word problems from the *train* split only (seed 1000+: not the rows data=arith trains on
+    by default; test questions never), as a real model's pretraining holds math text like its task's."""
+    from .. import arith
+
+    pre, d = recipe.get("pretrain") or {}, recipe["data"]
+    gsm = gsm8k_text(d["gsm8k_path"])
+    texts = gsm[: pre.get("n_texts") or len(gsm)]
+    texts += drills(recipe.get("seed", 0), int(pre.get("n_drills", 0)), int(pre.get("drill_max", 200)))
+    if pre.get("n_arith"):
+        rows = arith.rows("train", int(pre["n_arith"]), 1000 + recipe.get("seed", 0), int(pre.get("drill_max", 200)))
+        texts += [r["question"] + "\n" + r["answer"] for r in rows]
+    random.Random(f"{recipe.get('seed', 0)}:pretrain").shuffle(texts)
+    return texts
+
+
 def alignment(recipe: dict):
     """→ (train rows {kind, prompt, answer[, system]}, benign eval rows, held-out AILuminate eval rows)."""
     d = recipe["data"]
