@@ -23,10 +23,13 @@ register()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg):
-    from forgetting import run
+    from forgetting import attempts, run
 
     try:
         return run.main(cfg)
+    except attempts.Interrupted as e:  # recorded in metrics.json; stop the sweep too, with the shell's code
+        print(f"interrupted: {e.signame} (recorded in the run's metrics.json; rerun to redo it)", file=sys.stderr)
+        sys.exit(130 if e.signame == "SIGINT" else 143)
     except ConfigError as e:  # bad input: one line, before any model loads
         print(f"error: {e}", file=sys.stderr)
         if run.in_multirun():  # recorded for this job; raising (not exiting) lets the sweep go on

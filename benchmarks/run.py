@@ -1,17 +1,30 @@
-"""`make bench`: speed ratios measured in one run on this machine (not unit tests).
+"""`make bench`: where a sweep's compute goes, as ratios measured in one run on this machine (not unit
+tests). Prints one table and appends it, with date, machine, commit and versions, to
+benchmarks/results.md.
 
-1. batched greedy generation (length-sorted, left-padded) vs one prompt at a time
-2. generation with the KV cache vs without
-3. one LoRA SFT step in fp32 vs bf16 autocast on CPU (why bf16 is off on CPU, STACK trap 2)
+1. generation: batched (the configured batch) vs one prompt at a time, same prompts, same outputs
+2. math evaluation: share of generated tokens after the first complete `#### N` line (waste), with and
+   without stopping there (grades asserted equal)
+3. training: tokens/s and achieved FLOP/s (6·N·tokens) as a share of this machine's matmul peak
+4. a 2 x 2 lr x epochs sweep (launch.py): wall time vs its runs' training + generation time, and how
+   often the base model, the base evaluation and the judge were loaded or computed
+5. peak resident memory
 Preset: --preset tiny (default) or micro.
 """
 import argparse
+import datetime
 import os
+import platform
+import re
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from forgetting import env  # noqa: E402
 
 env.setup()
@@ -20,12 +33,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from forgetting import data, models  # noqa: E402
-from forgetting.generate import generate  # noqa: E402
+from forgetting import data, models, train  # noqa: E402
+from forgetting.generate import answer_end, generate  # noqa: E402
+from forgetting.math import extract_answer  # noqa: E402
 
 
 def timed(fn, repeat=1):
-    best = float("inf")
+    best, out = float("inf"), None
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = fn()
@@ -33,46 +47,175 @@ def timed(fn, repeat=1):
     return best, out
 
 
+def matmul_peak(n: int = 1536, repeat: int = 5) -> float:
+    """FLOP/s of a large fp32 matmul with this process's threads: the machine's practical peak."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t, _ = timed(lambda: a @ b, repeat)
+    return 2 * n ** 3 / t
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
+    from forgetting.config import register
+
+    register()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hcompose(config_name="config", overrides=overrides)
+
+
+def tuned_model(preset: str, tmp: Path):
+    """The preset fine-tuned briefly on GSM8K (so it writes `#### N` lines), and its config."""
+    cfg = compose([f"model={preset}", "logger=none", "data.n_train=200", "lr=3e-3", "optimizer.batch_size=8",
+                   "train_cache=false"])  # time a real training, never a cached one
+    model, tok, _ = models.load(cfg.model, cfg.cache_dir)
+    t0 = time.perf_counter()
+    trained, history = train.finetune(model, tok, data.user_rows(cfg), cfg, tmp)
+    train_s = time.perf_counter() - t0
+    steps = max(h["step"] for h in history)
+    return cfg, trained, tok, train_s, steps
+
+
+def row_steps(tok, prompts: list[str], gens: list[dict], batch: int) -> tuple[int, int]:
+    """(tokens rows needed, row-steps computed): generate() batches prompts sorted by length and runs
+    each batch until its longest row stops."""
+    from forgetting.generate import chat_prompt
+
+    texts = [chat_prompt(tok, p) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    kept = computed = 0
+    for start in range(0, len(order), batch):
+        n = [gens[i]["n_tokens"] + 1 for i in order[start:start + batch]]  # + the stop token / line end
+        kept, computed = kept + sum(n), computed + max(n) * len(n)
+    return kept, computed
+
+
+def train_tokens(cfg, tok) -> int:
+    rows = data.user_rows(cfg)
+    text = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]},
+                                     {"role": "assistant", "content": r["completion"]}], tokenize=False,
+                                    date_string=cfg.date_string) for r in rows]
+    return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in text) * cfg.epochs
+
+
+def sweep(preset: str, tmp: Path) -> dict:
+    d = tmp / "sweep"
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "launch.py", "-m", f"model={preset}", "logger=none", "lr=1e-3,3e-3",
+                        "epochs=1,2", "data.n_train=200", f"hydra.sweep.dir={d}", f"cache_dir={tmp / 'cache'}"], cwd=ROOT,
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"bench sweep failed:\n{r.stderr[-3000:]}")
+    import json
+
+    runs = [json.loads(p.read_text()) for p in d.rglob("metrics.json")]
+    work = sum(x["timings"].get("train_s", 0) + sum(v for k, v in x["timings"].items() if k.startswith("eval_"))
+               + x["timings"].get("base_eval_s", 0) for x in runs)
+    log = r.stdout + r.stderr
+    return {"wall": wall, "work": work, "runs": len(runs),
+            "model_loads": len(re.findall(r"loading the base model", log)),
+            "base_evals": len(re.findall(r"evaluating the base model", log)),
+            "judge_builds": len(re.findall(r"building the judge", log))}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--n", type=int, default=32, help="prompts for the generation ratio")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--no-sweep", action="store_true", help="skip the 2 x 2 sweep (minutes)")
     a = ap.parse_args()
-    mcfg = OmegaConf.load(Path(__file__).resolve().parents[1] / f"conf/model/{a.preset}.yaml")
-    model, tok, path = models.load(mcfg)
-    rows = data.ailuminate("pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv")
-    prompts = [r["prompt_text"] for r in rows[: a.n]]
-    print(f"preset {a.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params), "
-          f"{a.n} prompts, max {a.tokens} new tokens, {torch.get_num_threads()} threads")
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    rows = []  # (what, value, target, ok)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
 
-    t_batch, _ = timed(lambda: generate(model, tok, prompts, a.tokens, 32))
-    t_one, _ = timed(lambda: generate(model, tok, prompts, a.tokens, 1))
-    print(f"generation  batch 32: {t_batch:6.2f} s   batch 1: {t_one:6.2f} s   speed-up x{t_one / t_batch:.1f}")
+    mcfg = OmegaConf.load(ROOT / f"conf/model/{a.preset}.yaml")
+    model, tok, _ = models.load(mcfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    prompts = [r["prompt_text"] for r in data.ailuminate(
+        "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv")[: a.n]]
+    t_batch, g_batch = timed(lambda: generate(model, tok, prompts, a.tokens, 32))
+    t_one, g_one = timed(lambda: generate(model, tok, prompts, a.tokens, 1))
+    same = sum(x["response"] == y["response"] for x, y in zip(g_batch, g_one))
+    n_tok = sum(g["n_tokens"] for g in g_batch)
+    rows.append((f"generation: batched (32) vs one at a time ({same}/{len(prompts)} outputs identical)",
+                 f"x{t_one / t_batch:.1f} ({n_tok / t_batch:.0f} vs {sum(g['n_tokens'] for g in g_one) / t_one:.0f} "
+                 "tok/s)", ">= x8", t_one / t_batch >= 8))
 
-    model.generation_config.use_cache = False
-    t_nocache, _ = timed(lambda: generate(model, tok, prompts, a.tokens, 32))
-    model.generation_config.use_cache = True
-    print(f"generation  KV cache: {t_batch:6.2f} s   no cache: {t_nocache:6.2f} s   speed-up x{t_nocache / t_batch:.1f}")
+    cfg, tuned, tok, train_s, steps = tuned_model(a.preset, tmp / "tune")
+    test = data.load_gsm8k(cfg.data, "test")[:64]
+    qs = [r["question"] for r in test]
+    t_full, full = timed(lambda: generate(tuned, tok, qs, 256, 32))
+    t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, 32, stop_at_answer=True))
+    assert [extract_answer(x["response"]) for x in full] == [extract_answer(x["response"]) for x in stop]
+    waste = 0
+    for g in full:
+        cut = answer_end(g["response"])
+        if cut is not None:
+            waste += g["n_tokens"] - len(tok(g["response"][:cut], add_special_tokens=False)["input_ids"])
+    total_full = sum(g["n_tokens"] for g in full)
+    answered = sum(answer_end(g["response"]) is not None for g in full)
+    capped = [g for g in full if not g["stopped"]]
+    rows.append(("math eval: generations that never stop (hit the 256-token cap), share of tokens",
+                 f"{len(capped)}/{len(full)}, {sum(g['n_tokens'] for g in capped) / max(total_full, 1):.0%} of tokens",
+                 "", True))
+    rows.append(("math eval: generated tokens after the first `#### N` line, no stop",
+                 f"{waste / max(total_full, 1):.0%} of {total_full} ({answered}/{len(qs)} answered)", "", True))
+    kept, computed = row_steps(tok, qs, stop, 32)  # a finished row still rides along until its batch ends
+    left = (computed - kept) / max(computed, 1)
+    rows.append(("math eval, stopping at the answer line (grades equal): row-steps spent on rows already "
+                 "finished (batch padding)", f"{left:.0%} of {computed} row-steps; x{t_full / t_stop:.1f} faster",
+                 "<= 10 %", left <= 0.10))
 
-    from peft import LoraConfig, get_peft_model
+    tokens = train_tokens(cfg, tok)
+    peak = matmul_peak()
+    achieved = 6 * n_params * tokens / train_s
+    rows.append(("training (LoRA): tokens/s, 6·N·tokens FLOP/s (overstates LoRA's work) vs matmul peak",
+                 f"{tokens / train_s:.0f} tok/s, {achieved / 1e9:.2f} of {peak / 1e9:.1f} GFLOP/s = {achieved / peak:.1%}",
+                 ">= 30 %", achieved / peak >= 0.30))
 
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                                            task_type="CAUSAL_LM"))
-    batch = tok(prompts[:8], return_tensors="pt", padding=True, truncation=True, max_length=128)
-    opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-4)
+    if not a.no_sweep:
+        s = sweep(a.preset, tmp)
+        over = (s["wall"] - s["work"]) / max(s["work"], 1e-9)
+        rows.append(("2x2 sweep: wall vs its runs' train + generation", f"{s['wall']:.0f} s vs {s['work']:.0f} s: "
+                     f"overhead {over:.0%}", "<= 15 %", over <= 0.15))
+        rows.append(("2x2 sweep: base model loads / base evaluations / judge builds",
+                     f"{s['model_loads']} / {s['base_evals']} / {s['judge_builds']}", "1 / 1 / 1",
+                     (s["model_loads"], s["base_evals"], s["judge_builds"]) == (1, 1, 1)))
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    rows.append(("peak resident memory (this process / the sweep's)", f"{rss / 1024:.0f} MiB", "", True))
+    report(rows, a.preset, n_params)
 
-    def step(bf16: bool):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = peft(**batch, labels=batch["input_ids"]).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
 
-    step(False), step(True)  # warm-up
-    t32, _ = timed(lambda: step(False), repeat=5)
-    t16, _ = timed(lambda: step(True), repeat=5)
-    print(f"SFT step    fp32: {t32 * 1e3:6.1f} ms   bf16 autocast: {t16 * 1e3:6.1f} ms   fp32 faster x{t16 / t32:.1f}")
+def report(rows, preset: str, n_params: int) -> None:
+    import peft
+    import transformers
+    import trl
+
+    head = (f"## {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit()}\n\n"
+            f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads; torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, trl {trl.__version__}, peft {peft.__version__}; preset "
+            f"{preset} ({n_params / 1e6:.2f} M params)\n")
+    table = ["| measure | value | target | met |", "|---|---|---|---|"]
+    table += [f"| {w} | {v} | {t} | {'yes' if ok else 'no'} |" if t else f"| {w} | {v} | | |" for w, v, t, ok in rows]
+    text = head + "\n" + "\n".join(table) + "\n"
+    print(text)
+    out = ROOT / "benchmarks" / "results.md"
+    if not out.exists():
+        out.write_text("# `make bench` results (appended by benchmarks/run.py)\n\n")
+    with open(out, "a", encoding="utf-8") as f:
+        f.write(text + "\n")
+    print(f"appended to {out}")
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -14,13 +15,15 @@ from .caches import move_aside
 from .config import DATE_STRING
 from .tracking import read_json, write_json, write_jsonl
 
+log = logging.getLogger(__name__)
+
 
 def key(cfg: DictConfig, model_path: str) -> str:
     ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "path": model_path,
              "eval": {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items() if k != "every_epoch"},
              "judge": OmegaConf.to_container(cfg.judge, resolve=True),
              "data": {k: cfg.data[k] for k in ("source", "test_path", "prompt_template", "strip_calculator")},
-             "metrics_version": 2}  # 2: safety/refusal_nll and the ASR sets
+             "metrics_version": 3}  # 2: safety/refusal_nll and the ASR sets; 3: outputs/degenerate
     # added later: counted only when non-default, so existing caches keep their keys
     if cfg.data.source == "arith":
         ident["arith"] = [cfg.data.arith_n_test, cfg.data.arith_seed, cfg.data.arith_max]
@@ -41,6 +44,7 @@ def get(cfg: DictConfig, model_path: str, compute: Callable[[], tuple[dict, dict
                 return cached, d
             except (ValueError, KeyError, TypeError, OSError) as e:
                 move_aside(d / "metrics.json", f"{type(e).__name__}: {e}".splitlines()[0][:120])
+        log.info("evaluating the base model (once per model, eval sets and judge): %s", d)
         metrics, records, timings = compute()
         for name, rows in records.items():
             write_jsonl(d / f"{name}_generations.jsonl", rows)

@@ -172,6 +172,7 @@ class Config:
     threads: int = 0  # torch threads; 0 = torch's default
     cache_dir: str = "outputs/cache"
     judge_cache: bool = True
+    train_cache: bool = True  # post-hoc methods (merge, safelora, magmax) reuse an identical sft training
     objectives: List[str] = field(default_factory=lambda: ["math/accuracy", "safety/rate"])
 
 

@@ -31,7 +31,7 @@ METRICS_FILE = "metrics.json"
 
 #: Dotted paths dropped before hashing: they do not change what a run computes.
 #: (``threads`` only sets the CPU thread count: launchers change it, results do not depend on it.)
-IGNORED_KEYS: tuple[str, ...] = ("hydra", "logger", "loggers", "logging", "wandb", "threads")
+IGNORED_KEYS: tuple[str, ...] = ("hydra", "logger", "loggers", "logging", "wandb", "threads", "train_cache")
 
 
 def _plain(cfg: Any) -> Any:

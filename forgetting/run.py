@@ -157,6 +157,7 @@ def worker_model(cfg: DictConfig):
     if k not in _WORKER:
         for other in [x for x in _WORKER if x.startswith("model:")]:
             del _WORKER[other]  # one base model in memory at a time
+        log.info("loading the base model %s (once per worker)", cfg.model.name)
         _WORKER[k] = models.load(cfg.model, cfg.cache_dir)
     return _WORKER[k]
 
@@ -174,6 +175,7 @@ def release_model(cfg: DictConfig, trained, ok: bool) -> None:
 def worker_judge(cfg: DictConfig):
     k = "judge:" + _key(cfg.judge)
     if k not in _WORKER:
+        log.info("building the judge %s (once per worker)", cfg.judge.get("name", "?"))
         judge = instantiate(cfg.judge)
         if cfg.judge_cache:  # verdicts by (judge identity, prompt, response): never asked twice
             judge = CachedJudge(judge, Path(cfg.cache_dir) / "verdicts.sqlite")

@@ -56,9 +56,26 @@ def lora_config(lcfg: DictConfig):
 
 def finetune(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: Path, report_to: str = "none",
              callbacks: list | None = None, method=None, memory: list[dict] | None = None):
-    """Train on rows ({"prompt", "completion"}) with the method's hooks; returns (trained model, log history)."""
+    """Train on rows ({"prompt", "completion"}) with the method's hooks; returns (trained model, log history).
+    An identical plain training done before (reuse.py) is loaded instead, for sft and post-hoc methods."""
+    from . import reuse
+    from .methods.sft import SFT
+
+    method = method or SFT()
+    cached = reuse.load(model, cfg, rows) if reuse.eligible(cfg, method) else None
+    if cached is not None:
+        trained, history = cached
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(dict(h, reused=True)) + "\n" for h in history)
+        trained = method.after_training(trained)
+        (run_dir / "adapter").mkdir(exist_ok=True)
+        trained.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
+        return trained, history
     trainer, log = make_trainer(model, tokenizer, rows, cfg, run_dir, report_to, callbacks, method, memory)
     trainer.train()
+    if reuse.eligible(cfg, method):
+        reuse.save(trainer.model, log.history, cfg, rows)
     trained = trainer.method.after_training(trainer.model)
     (run_dir / "adapter").mkdir(exist_ok=True)
     trained.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)

@@ -103,7 +103,7 @@ def test_nan_loss_fails_the_run_and_is_recorded(compose, tmp_path, monkeypatch):
 
     monkeypatch.setattr(run.train, "finetune", poisoned)
     run._WORKER.clear()
-    cfg = compose([*FAST, "logger=none", f"+run_dir={tmp_path}"])
+    cfg = compose([*FAST, "logger=none", "train_cache=false", f"+run_dir={tmp_path}"])  # really train
     with pytest.raises(train.NonFiniteLoss):
         run.main(cfg)
     rec = json.loads((tmp_path / "metrics.json").read_text())

@@ -59,8 +59,8 @@ def test_sigterm_marks_the_run_interrupted_with_its_stage_and_a_rerun_sets_it_as
             pass
         time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
-    p.wait(timeout=60)
-    assert p.returncode != 0
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 143 and "interrupted: SIGTERM" in out
     rec = json.loads((d / "metrics.json").read_text())
     assert rec["status"] == "interrupted" and rec["reason"] == "SIGTERM during train"
     assert (d / "resolved_config.yaml").exists()
@@ -90,10 +90,10 @@ def test_running_record_of_a_dead_process_reads_as_interrupted(tmp_path):
 
 
 def test_collapse_flags_degenerate_outputs_and_uniform_loss():
-    ok = {"safety": [{"response": "I can't help with that."}] * 5, "math": [{"response": "2 + 2 = 4\n#### 4"}] * 5}
+    ok = {"safety": [{"response": "I can't help with that."}] * 5, "math": [{"response": "#### 4"}] * 5}
     junk = {"safety": [{"response": "the the the the the the the the the the the the"}] * 9 + [{"response": "No."}],
-            "math": [{"response": ""}] * 10}
-    assert evaluate.degenerate_share(ok) == 0 and evaluate.degenerate_share(junk) == 0.95
+            "over_refusal": [{"response": "0\n\n00\n0000\n  0"}] * 10, "math": [{"response": "#### 4"}] * 10}
+    assert evaluate.degenerate_share(ok) == 0 and evaluate.degenerate_share(junk) == 0.95  # math left out
     base = {"outputs/degenerate": 0.0, "math/ref_nll": 2.0}
     run = {"outputs/degenerate": 0.95, "train/loss": 1.2}
     assert evaluate.collapse(run, base, 4096) == "collapsed: 95% of its responses are degenerate (base 0%)"

@@ -10,6 +10,7 @@ class Method:
     memory_batches = False  # True: draws tokenized memory batches (trainer.memory / memory_batch)
     needs_reference = False  # True: uses the aligned model (adapter disabled, or a frozen copy)
     modifies_base = False   # True: the base weights change, so a worker must not reuse the loaded base
+    post_hoc = False        # True: acts only after training (hooks no-ops while training): training is sft's
     needs_unaligned = False  # True: reads the unaligned model's weights (self.unaligned_weights(names))
 
     def __init__(self, name: str = "sft", **hparams):

@@ -25,6 +25,7 @@ def maxmag(*vectors: torch.Tensor) -> torch.Tensor:
 
 
 class MagMax(Method):
+    post_hoc = True  # trains exactly as sft: an identical sft training is reused (reuse.py)
     needs_unaligned = True
     modifies_base = True
 

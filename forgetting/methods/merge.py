@@ -14,6 +14,7 @@ from .trainer import is_peft
 
 
 class Merge(Method):
+    post_hoc = True  # trains exactly as sft: an identical sft training is reused (reuse.py)
     def __init__(self, name: str = "merge", lam: float = 0.5):
         if lam < 0:
             raise ConfigError(f"merge lam must be >= 0, got {lam}")

@@ -45,6 +45,7 @@ def named_lora_layers(model) -> dict[str, object]:
 
 
 class SafeLoRA(Method):
+    post_hoc = True  # trains exactly as sft: an identical sft training is reused (reuse.py)
     needs_unaligned = True
 
     def __init__(self, name: str = "safelora", threshold: float = 0.5, top_frac: float | None = None,
