@@ -11,7 +11,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .resume import read_metrics
+from .resume import finished
 
 # what one attempt writes into its run dir (Hydra's .hydra/ and job log stay: they belong to the job)
 ATTEMPT_FILES = ("metrics.json", "error.txt", "train_log.jsonl", "epoch_metrics.jsonl", "resolved_config.yaml",
@@ -83,8 +83,8 @@ def twin(sweep_dir: Path, run_dir: Path, chash: str) -> tuple[Path, dict] | None
     for m in sorted(sweep_dir.glob("*/metrics.json")):
         if m.parent.resolve() == run_dir.resolve():
             continue
-        rec = read_metrics(m.parent)
-        if rec and rec.get("status") == "ok" and rec.get("config_hash") == chash and isinstance(rec.get("metrics"), dict):
+        rec = finished(m.parent, chash)
+        if rec is not None:
             return m.parent, rec
     return None
 

@@ -148,7 +148,7 @@ def evaluate_all(model, tok, sets: dict, judge, cfg: DictConfig):
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         metrics.update(m)
         records[name] = rec
-    metrics["outputs/degenerate"] = degenerate_share(records)  # share of all responses: collapse()
+    metrics["outputs/degenerate"] = degenerate_share(records)  # broken chat responses: collapse()
     t0 = time.perf_counter()
     refs = sets.get("base_safety_responses") or [x["response"] for x in records["safety"]]
     metrics.update(refusal_nll(model, tok, [x["prompt"] for x in records["safety"]], refs, cfg))

@@ -81,6 +81,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
             text = tokenizer.decode(toks, skip_special_tokens=True)
             cut = answer_end(text) if stop_at_answer else None
             if cut is not None:  # the answer line is complete: what follows was never needed
+                while toks and toks[-1] == pad_id:  # a stopped row is padded to the batch's end
+                    toks = toks[:-1]
                 while toks and len(tokenizer.decode(toks[:-1], skip_special_tokens=True)) > cut:
                     toks = toks[:-1]
                 text = text[:cut]

@@ -302,11 +302,8 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
                      ["split", "hazard", "prompt", "response", "class", "safe", "categories", "p_unsafe"])
             wb.table("math_generations", records["math"],
                      ["split", "question", "response", "extracted", "reference", "correct", "ref_nll"])
-    except attempts.Interrupted as e:  # SIGINT / SIGTERM: say so and where, then stop
-        record.update(status="interrupted", reason=f"{e.signame} during {record.get('stage')}")
-        raise
-    except KeyboardInterrupt:
-        record.update(status="interrupted", reason=f"SIGINT during {record.get('stage')}")
+    except (attempts.Interrupted, KeyboardInterrupt) as e:  # SIGINT / SIGTERM: say so and where, then stop
+        record.update(status="interrupted", reason=f"{getattr(e, 'signame', 'SIGINT')} during {record.get('stage')}")
         raise
     except Exception as e:  # recorded, then re-raised so Hydra marks the job failed
         record.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0][:500])

@@ -12,10 +12,15 @@ from .base import Method
 from .trainer import is_peft
 
 
-def lora_layers(model) -> list:
+def named_lora_layers(model) -> dict:
+    """{module name: LoRA layer} for the layers with an active adapter."""
     from peft.tuners.lora import LoraLayer
 
-    return [m for m in model.modules() if isinstance(m, LoraLayer) and m.active_adapters]
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer) and m.active_adapters}
+
+
+def lora_layers(model) -> list:
+    return list(named_lora_layers(model).values())
 
 
 def lora_delta(layer) -> torch.Tensor:

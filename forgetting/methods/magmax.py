@@ -12,8 +12,8 @@ import torch
 
 from ..errors import ConfigError
 from .base import Method
-from .ewc import lora_delta
-from .safelora import base_weight_name, named_lora_layers
+from .ewc import lora_delta, named_lora_layers
+from .safelora import base_weight_name
 from .trainer import is_peft
 
 

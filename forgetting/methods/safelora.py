@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import Method
-from .ewc import lora_delta, lora_layers
+from .ewc import lora_delta, named_lora_layers
 from .trainer import is_peft
 
 PROJECTIONS = ("paper", "subspace")
@@ -37,11 +37,6 @@ def base_weight_name(module_name: str) -> str:
     """PEFT module name → the plain model's parameter name (base_model.model.X → X.weight)."""
     prefix = "base_model.model."
     return (module_name[len(prefix):] if module_name.startswith(prefix) else module_name) + ".weight"
-
-
-def named_lora_layers(model) -> dict[str, object]:
-    layers = set(map(id, lora_layers(model)))
-    return {n: m for n, m in model.named_modules() if id(m) in layers}
 
 
 class SafeLoRA(Method):
