@@ -2,7 +2,8 @@
 tests). Prints one table and appends it, with date, machine, commit and versions, to
 benchmarks/results.md.
 
-1. generation: batched (the configured batch) vs one prompt at a time, same prompts, same outputs
+1. generation: batched (the configured batch) vs one prompt at a time, same prompts, same outputs: on the
+   safety prompts (short refusals: the prompt's prefill dominates) and in the math evaluation (long answers)
 2. math evaluation: share of generated tokens after the first complete `#### N` line (waste), with and
    without stopping there (grades asserted equal)
 3. training: tokens/s and achieved FLOP/s (6·N·tokens) as a share of this machine's matmul peak
@@ -141,13 +142,20 @@ def main():
     t_one, g_one = timed(lambda: generate(model, tok, prompts, a.tokens, 1))
     same = sum(x["response"] == y["response"] for x, y in zip(g_batch, g_one))
     n_tok = sum(g["n_tokens"] for g in g_batch)
-    rows.append((f"generation: batched (32) vs one at a time ({same}/{len(prompts)} outputs identical)",
+    rows.append((f"generation, safety prompts (base, short refusals: prefill-bound): batched (32) vs one at a time ({same}/{len(prompts)} outputs identical)",
                  f"x{t_one / t_batch:.1f} ({n_tok / t_batch:.0f} vs {sum(g['n_tokens'] for g in g_one) / t_one:.0f} "
                  "tok/s)", ">= x8", t_one / t_batch >= 8))
 
     cfg, tuned, tok, train_s, steps = tuned_model(a.preset, tmp / "tune")
     test = data.load_gsm8k(cfg.data, "test")[:64]
     qs = [r["question"] for r in test]
+    t_b, g_b = timed(lambda: generate(tuned, tok, qs[: a.n], 128, 32, stop_at_answer=True))
+    t_1, g_1 = timed(lambda: generate(tuned, tok, qs[: a.n], 128, 1, stop_at_answer=True))
+    same = sum(x["response"] == y["response"] for x, y in zip(g_b, g_1))
+    n_b, n_1 = sum(g["n_tokens"] for g in g_b), sum(g["n_tokens"] for g in g_1)
+    rows.append((f"generation, math eval (fine-tuned, long answers): batched (32) vs one at a time ({same}/{len(g_b)} "
+                 "outputs identical)", f"x{t_1 / t_b:.1f} ({n_b / t_b:.0f} vs {n_1 / t_1:.0f} tok/s)", ">= x8",
+                 t_1 / t_b >= 8))
     t_full, full = timed(lambda: generate(tuned, tok, qs, 256, 32))
     t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, 32, stop_at_answer=True))
     assert [extract_answer(x["response"]) for x in full] == [extract_answer(x["response"]) for x in stop]

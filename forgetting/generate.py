@@ -53,6 +53,14 @@ def eos_ids(model, tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def cache_for(rows: int, model) -> str | None:
+    """KV cache per batch: a static one (preallocated for prompt + max_new_tokens) for several rows on
+    CPU, where the dynamic cache's per-step concatenation costs more than the attention over the unused
+    slots (measured, tiny preset, 32 rows x 128 tokens: 3,789 vs 2,782 tokens/s); the default dynamic
+    cache for one row (it was faster there: 394 vs 310 tokens/s) and on accelerators."""
+    return "static" if rows > 1 and model.device.type == "cpu" else None
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
              system: str | None = None, desc: str = "generate", date_string: str = DATE_STRING,
@@ -73,7 +81,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         width = enc["input_ids"].shape[1]
         crit = [AnswerLineStop(tokenizer, width)] if stop_at_answer else None
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             eos_token_id=stops, pad_token_id=pad_id, stopping_criteria=crit)
+                             eos_token_id=stops, pad_token_id=pad_id, stopping_criteria=crit,
+                             cache_implementation=cache_for(len(idx), model))
         new = gen[:, width:]
         for row, i in zip(new.tolist(), idx):
             ended = next((k for k, t in enumerate(row) if t in stops), None)
