@@ -45,3 +45,20 @@ def test_stopping_criterion_stops_rows_independently():
         if k == len("x = 5\n#### 5\n"):
             assert done.tolist() == [True, False, False]
     assert done.tolist() == [True, False, False]  # row 3 never ends its line
+
+
+def test_batched_generation_with_the_static_cache_matches_one_at_a_time(micro_path):
+    """Several rows on CPU use a preallocated (static) KV cache; one row the dynamic one. Both give the
+    same greedy text, with left padding and rows of different lengths."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forgetting.generate import cache_for, generate
+
+    model = AutoModelForCausalLM.from_pretrained(micro_path)
+    tok = AutoTokenizer.from_pretrained(micro_path)
+    assert cache_for(4, model) == "static" and cache_for(1, model) is None
+    prompts = ["How many apples?", "Tell me a story about a very long day at the market with friends.", "Hi", "2 + 2"]
+    batched = generate(model, tok, prompts, 24, batch_size=4)
+    single = generate(model, tok, prompts, 24, batch_size=1)
+    assert [g["response"] for g in batched] == [g["response"] for g in single]
+    assert sum(g["n_tokens"] for g in batched) > 0
