@@ -48,6 +48,16 @@ def timed(fn, repeat=1):
     return best, out
 
 
+def batching(what: str, model, tok, prompts: list[str], max_new: int, **kw) -> tuple:
+    """A table row: generation batched (32) vs one prompt at a time on the same prompts, tokens/s."""
+    t_b, g_b = timed(lambda: generate(model, tok, prompts, max_new, 32, **kw))
+    t_1, g_1 = timed(lambda: generate(model, tok, prompts, max_new, 1, **kw))
+    same = sum(x["response"] == y["response"] for x, y in zip(g_b, g_1))
+    n_b, n_1 = sum(g["n_tokens"] for g in g_b), sum(g["n_tokens"] for g in g_1)
+    return (f"generation, {what}: batched (32) vs one at a time ({same}/{len(prompts)} outputs identical)",
+            f"x{t_1 / t_b:.1f} ({n_b / t_b:.0f} vs {n_1 / t_1:.0f} tok/s)", ">= x8", t_1 / t_b >= 8)
+
+
 def matmul_peak(n: int = 1536, repeat: int = 5) -> float:
     """FLOP/s of a large fp32 matmul with this process's threads: the machine's practical peak."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -138,24 +148,12 @@ def main():
     n_params = sum(p.numel() for p in model.parameters())
     prompts = [r["prompt_text"] for r in data.ailuminate(
         "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv")[: a.n]]
-    t_batch, g_batch = timed(lambda: generate(model, tok, prompts, a.tokens, 32))
-    t_one, g_one = timed(lambda: generate(model, tok, prompts, a.tokens, 1))
-    same = sum(x["response"] == y["response"] for x, y in zip(g_batch, g_one))
-    n_tok = sum(g["n_tokens"] for g in g_batch)
-    rows.append((f"generation, safety prompts (base, short refusals: prefill-bound): batched (32) vs one at a time ({same}/{len(prompts)} outputs identical)",
-                 f"x{t_one / t_batch:.1f} ({n_tok / t_batch:.0f} vs {sum(g['n_tokens'] for g in g_one) / t_one:.0f} "
-                 "tok/s)", ">= x8", t_one / t_batch >= 8))
+    rows.append(batching("safety prompts (base, short refusals: prefill-bound)", model, tok, prompts, a.tokens))
 
     cfg, tuned, tok, train_s, steps = tuned_model(a.preset, tmp / "tune")
     test = data.load_gsm8k(cfg.data, "test")[:64]
     qs = [r["question"] for r in test]
-    t_b, g_b = timed(lambda: generate(tuned, tok, qs[: a.n], 128, 32, stop_at_answer=True))
-    t_1, g_1 = timed(lambda: generate(tuned, tok, qs[: a.n], 128, 1, stop_at_answer=True))
-    same = sum(x["response"] == y["response"] for x, y in zip(g_b, g_1))
-    n_b, n_1 = sum(g["n_tokens"] for g in g_b), sum(g["n_tokens"] for g in g_1)
-    rows.append((f"generation, math eval (fine-tuned, long answers): batched (32) vs one at a time ({same}/{len(g_b)} "
-                 "outputs identical)", f"x{t_1 / t_b:.1f} ({n_b / t_b:.0f} vs {n_1 / t_1:.0f} tok/s)", ">= x8",
-                 t_1 / t_b >= 8))
+    rows.append(batching("math eval (fine-tuned, long answers)", tuned, tok, qs[: a.n], 128, stop_at_answer=True))
     t_full, full = timed(lambda: generate(tuned, tok, qs, 256, 32))
     t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, 32, stop_at_answer=True))
     assert [extract_answer(x["response"]) for x in full] == [extract_answer(x["response"]) for x in stop]
