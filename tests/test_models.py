@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from forgetting import models, train
@@ -78,3 +79,25 @@ def test_loss_is_on_the_assistant_completion_only(micro_path, tmp_path):
     context = tok.decode([i for i, m in zip(ids, mask) if not m])
     assert learned.startswith("17 + 25 = 42. #### 42" + tok.eos_token)
     assert "Add 17 and 25." in context and "42" not in context  # the prompt and template carry no loss
+
+
+def test_cpu_training_loss_equals_trls_fused_head_loss(micro_path, tmp_path):
+    """On CPU MethodTrainer uses the model's own loss instead of TRL's fused LM head (x1.8 faster): same NLL."""
+    from trl import SFTTrainer
+
+    model, tok, _ = models.load(model_cfg(micro_path))
+    cfg = OmegaConf.create({
+        "optimizer": {"name": "adamw_torch", "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
+                      "batch_size": 2, "grad_accum": 1, "max_grad_norm": 1.0, "max_length": 256},
+        "lr": 1e-3, "epochs": 1, "seed": 0, "eval": {"system_prompt": None},
+        "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"], "bias": "none"}})
+    rows = [{"prompt": "Add 17 and 25.", "completion": "17 + 25 = 42. #### 42"},
+            {"prompt": "A farmer has 3 hens and buys 4 more. How many hens?", "completion": "3 + 4 = 7. #### 7"}]
+    trainer, _ = train.make_trainer(model, tok, rows, cfg, tmp_path)
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(2)]))
+    assert batch["attention_mask"].eq(0).any()  # rows of different lengths: padding is in the batch
+    trainer.model.eval()
+    for n_items in (None, torch.tensor(9)):
+        ours = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=n_items)
+        fused = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch), num_items_in_batch=n_items)
+        assert torch.allclose(ours, fused, atol=1e-5), (n_items, ours, fused)

@@ -4,10 +4,12 @@ full fine-tune, a frozen copy taken before the first step."""
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from contextlib import contextmanager
 
 import torch
+from transformers import Trainer
 from trl import SFTTrainer
 
 from .base import Method
@@ -69,7 +71,12 @@ class MethodTrainer(SFTTrainer):
 
     # ------------------------------------------------------------ the hooks
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        # TRL's fused LM head (chunked log-probs + entropy + top-1) has Triton kernels on cuda/xpu only; its torch
+        # fallback took 45 % of a CPU training step (make bench). Elsewhere: the model's own loss, the same NLL
+        # (identical losses measured) at x1.8 the speed, without TRL's entropy / token-accuracy train metrics.
+        fused = self.args.device.type in ("cuda", "xpu")
+        loss_fn = super().compute_loss if fused else functools.partial(Trainer.compute_loss, self)
+        out = loss_fn(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         if not self.model.training:
             return out
         loss, rest = (out[0], out[1:]) if return_outputs else (out, ())
