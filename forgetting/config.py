@@ -48,6 +48,7 @@ class OptimizerConfig:
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     max_length: int = 512
+    group_by_length: bool = True
 
 
 @dataclass

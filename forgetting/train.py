@@ -97,6 +97,7 @@ def make_trainer(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: P
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr,
         per_device_train_batch_size=o.batch_size,
+        train_sampling_strategy="group_by_length" if o.get("group_by_length", True) else "random",
         gradient_accumulation_steps=o.grad_accum,
         optim=o.name,
         weight_decay=o.weight_decay,

@@ -101,3 +101,22 @@ def test_cpu_training_loss_equals_trls_fused_head_loss(micro_path, tmp_path):
         ours = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=n_items)
         fused = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch), num_items_in_batch=n_items)
         assert torch.allclose(ours, fused, atol=1e-5), (n_items, ours, fused)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_training_batches_are_grouped_by_length(micro_path, tmp_path, grouped):
+    """optimizer.group_by_length: batches of similar lengths, so far less padding than random batches."""
+    model, tok, _ = models.load(model_cfg(micro_path))
+    cfg = OmegaConf.create({
+        "optimizer": {"name": "adamw_torch", "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
+                      "batch_size": 4, "grad_accum": 1, "max_grad_norm": 1.0, "max_length": 256,
+                      "group_by_length": grouped},
+        "lr": 1e-3, "epochs": 1, "seed": 0, "eval": {"system_prompt": None},
+        "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"], "bias": "none"}})
+    rows = [{"prompt": "Add these numbers: " + " ".join(["7"] * (1 + (i * 7) % 40)), "completion": "Done."}
+            for i in range(128)]  # transformers sorts within megabatches of min(n // (4 batch), 50) batches
+    trainer, _ = train.make_trainer(model, tok, rows, cfg, tmp_path)
+    torch.manual_seed(0)
+    masks = [b["attention_mask"] for b in trainer.get_train_dataloader()]
+    padding = sum(int(m.eq(0).sum()) for m in masks) / sum(m.numel() for m in masks)
+    assert (padding < 0.1) if grouped else (padding > 0.2), padding  # measured 5.7 % vs 28 %
