@@ -90,20 +90,6 @@ def tuned_model(preset: str, tmp: Path):
     return cfg, trained, tok, train_s, steps
 
 
-def row_steps(tok, prompts: list[str], gens: list[dict], batch: int) -> tuple[int, int]:
-    """(tokens rows needed, row-steps computed): generate() batches prompts sorted by length and runs
-    each batch until its longest row stops."""
-    from forgetting.generate import chat_prompt
-
-    texts = [chat_prompt(tok, p) for p in prompts]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    kept = computed = 0
-    for start in range(0, len(order), batch):
-        n = [gens[i]["n_tokens"] + 1 for i in order[start:start + batch]]  # + the stop token / line end
-        kept, computed = kept + sum(n), computed + max(n) * len(n)
-    return kept, computed
-
-
 def train_tokens(cfg, tok) -> int:
     rows = data.user_rows(cfg)
     text = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]},
@@ -157,7 +143,8 @@ def main():
     qs = [r["question"] for r in test]
     rows.append(batching("math eval (fine-tuned, long answers)", tuned, tok, qs[: a.n], 128, stop_at_answer=True))
     t_full, full = timed(lambda: generate(tuned, tok, qs, 256, 32))
-    t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, 32, stop_at_answer=True))
+    stats = {}
+    t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, 32, stop_at_answer=True, stats=stats))
     assert [extract_answer(x["response"]) for x in full] == [extract_answer(x["response"]) for x in stop]
     waste = 0
     for g in full:
@@ -172,8 +159,8 @@ def main():
                  "", True))
     rows.append(("math eval: generated tokens after the first `#### N` line, no stop",
                  f"{waste / max(total_full, 1):.0%} of {total_full} ({answered}/{len(qs)} answered)", "", True))
-    kept, computed = row_steps(tok, qs, stop, 32)  # a finished row still rides along until its batch ends
-    left = (computed - kept) / max(computed, 1)
+    kept, computed = sum(g["n_tokens"] + g["stopped"] for g in stop), stats["row_steps"]  # + each stop token
+    left = (computed - kept) / max(computed, 1)  # finished rows ride along until a quarter of the batch is done
     rows.append(("math eval, stopping at the answer line (grades equal): row-steps spent on rows already "
                  "finished (batch padding)", f"{left:.0%} of {computed} row-steps; x{t_full / t_stop:.1f} faster",
                  "<= 10 %", left <= 0.10))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from forgetting.generate import AnswerLineStop, answer_end
+from forgetting.generate import answer_end, answer_line_done
 from forgetting.math import extract_answer
 
 TEXTS = [
@@ -33,18 +33,12 @@ class CharTok:
         return "".join(chr(int(i)) for i in (ids.tolist() if hasattr(ids, "tolist") else ids))
 
 
-def test_stopping_criterion_stops_rows_independently():
-    prompt = [ord("Q"), ord(":")]
-    rows = ["x = 5\n#### 5\nQ", "still thinking\n", "#### 4"]
-    width = max(map(len, rows))
-    ids = torch.tensor([prompt + [ord(c) for c in r.ljust(width)] for r in rows])
-    crit = AnswerLineStop(CharTok(), len(prompt))
-    done = None
-    for k in range(1, width + 1):  # replay the rows token by token
-        done = crit(ids[:, : len(prompt) + k], None)
-        if k == len("x = 5\n#### 5\n"):
-            assert done.tolist() == [True, False, False]
-    assert done.tolist() == [True, False, False]  # row 3 never ends its line
+def test_answer_line_ends_a_row_once_its_line_is_complete():
+    tok = CharTok()
+    for row, end in [("x = 5\n#### 5\nQ", len("x = 5\n#### 5\n")), ("still thinking\n", None), ("#### 4", None)]:
+        ids = [ord(c) for c in row]
+        first = next((k for k in range(1, len(ids) + 1) if answer_line_done(tok, ids[:k])), None)
+        assert first == end, row
 
 
 def test_batched_generation_with_the_static_cache_matches_one_at_a_time(micro_path):
@@ -52,13 +46,47 @@ def test_batched_generation_with_the_static_cache_matches_one_at_a_time(micro_pa
     same greedy text, with left padding and rows of different lengths."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers import DynamicCache, StaticCache
+
     from forgetting.generate import cache_for, generate
 
     model = AutoModelForCausalLM.from_pretrained(micro_path)
     tok = AutoTokenizer.from_pretrained(micro_path)
-    assert cache_for(4, model) == "static" and cache_for(1, model) is None
+    assert isinstance(cache_for(4, model, 64), StaticCache) and isinstance(cache_for(1, model, 64), DynamicCache)
     prompts = ["How many apples?", "Tell me a story about a very long day at the market with friends.", "Hi", "2 + 2"]
     batched = generate(model, tok, prompts, 24, batch_size=4)
     single = generate(model, tok, prompts, 24, batch_size=1)
     assert [g["response"] for g in batched] == [g["response"] for g in single]
     assert sum(g["n_tokens"] for g in batched) > 0
+
+
+@pytest.mark.parametrize("rows", [4, 1])
+def test_dropping_finished_rows_gives_transformers_greedy_output(micro_path, monkeypatch, rows):
+    """greedy() drops rows from the batch and its KV cache as they stop: the tokens are model.generate()'s."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from forgetting import generate as gen
+
+    torch.manual_seed(0)  # random weights: the trained micro model writes the same token for every prompt
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_path, initializer_range=0.5)).eval()
+    tok = AutoTokenizer.from_pretrained(micro_path)
+    tok.padding_side = "left"
+    texts = [gen.chat_prompt(tok, p) for p in ["How many apples?", "Tell me a long story about the market.", "Hi",
+                                                "What is 2 + 2?", "Name a colour.", "Why?"]][:rows + 2]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    width, pad = enc["input_ids"].shape[1], tok.pad_token_id or 0
+    free = model.generate(**enc, max_new_tokens=20, do_sample=False, eos_token_id=gen.eos_ids(model, tok), pad_token_id=pad)
+    # stop tokens that end the rows at different steps: each row's 3rd token, where it is new to the others
+    stops = sorted(set(gen.eos_ids(model, tok)) | {int(free[0, width + 2])})
+    ref = model.generate(**enc, max_new_tokens=20, do_sample=False, eos_token_id=stops, pad_token_id=pad)
+    drops = []
+    monkeypatch.setattr(type(gen.cache_for(len(texts), model, 8)), "reorder_cache",
+                        lambda self, idx, orig=type(gen.cache_for(len(texts), model, 8)).reorder_cache:
+                        (drops.append(len(idx)), orig(self, idx))[1])
+    out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 20, stops)
+    for r, row in zip(ref[:, width:].tolist(), out):
+        k = next((i for i, t in enumerate(r) if t in stops), None)
+        assert row == (r if k is None else r[:k + 1])
+    lengths = sorted(len(row) for row in out)
+    assert lengths[0] < lengths[-1]  # rows stopped at different steps...
+    assert drops and drops[-1] < len(texts)  # ...and the finished ones left the batch
