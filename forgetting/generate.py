@@ -54,37 +54,33 @@ def cache_for(rows: int, model, max_len: int):
 @torch.no_grad()
 def greedy(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, stops: list[int],
            done_fn=None, stats: dict | None = None) -> list[list[int]]:
-    """Greedy decoding of a left-padded batch that drops finished rows from the batch (and its KV cache)
-    as they stop, once a quarter of the running rows have: model.generate() runs every row until the
-    batch's longest stops, so one looping row made a batch of 32 short refusals cost 32 x its length.
-    Written here because transformers' continuous batching (generate_batch), which does drop them, was
-    x22 slower on CPU (measured on 32 safety prompts). Returns each row's new tokens, its stop token
-    included. `done_fn(tokens)` may end a row early (the math answer line); `stats["row_steps"]` counts the
-    row-steps computed (make bench)."""
-    width = ids.shape[1]
-    cache = cache_for(ids.shape[0], model, width + max_new_tokens)
+    """Greedy decoding of a left-padded batch that drops each row from the batch (and its KV cache) as
+    soon as it stops: model.generate() runs every row until the batch's longest stops, so one looping
+    row made a batch of 32 short answers cost 32 x its length. Written here because transformers'
+    continuous batching (generate_batch), which does drop them, was x22 slower on CPU (32 safety
+    prompts). Returns each row's new tokens, its stop token included. `done_fn(tokens)` may end a row
+    early (the math answer line); `stats["row_steps"]` counts the row-steps computed (make bench)."""
+    cache = cache_for(ids.shape[0], model, ids.shape[1] + max_new_tokens)
     pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate(): left padding
-    rows = torch.arange(ids.shape[0], device=ids.device)  # which input row each running row is
+    rows = torch.arange(ids.shape[0], device=ids.device)  # the input row of each running row
     out: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    running = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
     for step in range(max_new_tokens):
         nxt = logits.argmax(-1)
         if stats is not None:
             stats["row_steps"] = stats.get("row_steps", 0) + len(rows)
+        keep = []
         for j, (r, t) in enumerate(zip(rows.tolist(), nxt.tolist())):
-            if running[j]:
-                out[r].append(t)
-                if t in stops or (done_fn is not None and done_fn(out[r])):
-                    running[j] = False
-        n_run = int(running.sum())
-        if n_run == 0 or step == max_new_tokens - 1:
+            out[r].append(t)
+            if t not in stops and not (done_fn is not None and done_fn(out[r])):
+                keep.append(j)
+        if not keep or step == max_new_tokens - 1:
             break
-        if len(rows) - n_run >= max(1, len(rows) // 4):  # drop the finished rows (a copy of the cache)
-            keep = running.nonzero().squeeze(1)
-            cache.reorder_cache(keep)
-            rows, mask, pos, nxt, running = rows[keep], mask[keep], pos[keep], nxt[keep], running[keep]
+        if len(keep) < len(rows):  # a copy of the cache, cheaper than carrying finished rows (measured: 64 math
+            keep_t = torch.tensor(keep, device=ids.device)  # questions 5.2 s, vs 5.5 s dropping them by quarters)
+            cache.reorder_cache(keep_t)
+            rows, mask, pos, nxt = rows[keep_t], mask[keep_t], pos[keep_t], nxt[keep_t]
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
         pos = pos[:, -1:] + 1
         logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache,
