@@ -59,10 +59,21 @@ def batching(what: str, model, tok, prompts: list[str], max_new: int, **kw) -> t
 
 
 def matmul_peak(n: int = 1536, repeat: int = 5) -> float:
-    """FLOP/s of a large fp32 matmul with this process's threads: the machine's practical peak."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t, _ = timed(lambda: a @ b, repeat)
+    """FLOP/s of a large matmul in the training dtype (fp32 on CPU, bf16 on a GPU that has it), with this
+    process's threads: the machine's practical peak."""
+    gpu = torch.cuda.is_available()
+    dtype = torch.bfloat16 if gpu and torch.cuda.is_bf16_supported() else torch.float32
+    n = 8192 if gpu else n
+    a, b = (torch.randn(n, n, dtype=dtype, device="cuda" if gpu else "cpu") for _ in range(2))
+
+    def mm():
+        c = a @ b
+        if gpu:
+            torch.cuda.synchronize()
+        return c
+
+    mm()
+    t, _ = timed(mm, repeat)
     return 2 * n ** 3 / t
 
 
