@@ -372,7 +372,7 @@ class LlamaGuardJudge:
         input_ids = torch.tensor([[self.pad_id] * (width - len(x)) + list(x) for x in ids])
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
         device = next(model.parameters()).device
-        with torch.no_grad():
+        with torch.inference_mode():
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                  max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
                                  return_dict_in_generate=True, output_logits=True,
