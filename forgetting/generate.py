@@ -22,7 +22,9 @@ def answer_end(text: str) -> int | None:
 
 def answer_line_done(tokenizer, toks: list[int]) -> bool:
     """Has this row's new text a complete first `#### N` line? (checked when a newline is generated)"""
-    return "\n" in tokenizer.decode(toks[-1:]) and answer_end(tokenizer.decode(toks, skip_special_tokens=True)) is not None
+    if "\n" not in tokenizer.decode(toks[-1:]):
+        return False
+    return answer_end(tokenizer.decode(toks, skip_special_tokens=True)) is not None
 
 
 def chat_prompt(tokenizer, user: str, system: str | None = None, date_string: str = DATE_STRING) -> str:

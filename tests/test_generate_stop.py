@@ -75,14 +75,15 @@ def test_dropping_finished_rows_gives_transformers_greedy_output(micro_path, mon
                                                 "What is 2 + 2?", "Name a colour.", "Why?"]][:rows + 2]
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     width, pad = enc["input_ids"].shape[1], tok.pad_token_id or 0
-    free = model.generate(**enc, max_new_tokens=20, do_sample=False, eos_token_id=gen.eos_ids(model, tok), pad_token_id=pad)
-    # stop tokens that end the rows at different steps: each row's 3rd token, where it is new to the others
+    free = model.generate(**enc, max_new_tokens=20, do_sample=False, eos_token_id=gen.eos_ids(model, tok),
+                          pad_token_id=pad)
+    # one more stop token, so that rows end at different steps: row 0's 3rd token
     stops = sorted(set(gen.eos_ids(model, tok)) | {int(free[0, width + 2])})
     ref = model.generate(**enc, max_new_tokens=20, do_sample=False, eos_token_id=stops, pad_token_id=pad)
     drops = []
-    monkeypatch.setattr(type(gen.cache_for(len(texts), model, 8)), "reorder_cache",
-                        lambda self, idx, orig=type(gen.cache_for(len(texts), model, 8)).reorder_cache:
-                        (drops.append(len(idx)), orig(self, idx))[1])
+    cache_cls = type(gen.cache_for(len(texts), model, 8))
+    monkeypatch.setattr(cache_cls, "reorder_cache",
+                        lambda self, idx, orig=cache_cls.reorder_cache: (drops.append(len(idx)), orig(self, idx))[1])
     out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 20, stops)
     for r, row in zip(ref[:, width:].tolist(), out):
         k = next((i for i, t in enumerate(r) if t in stops), None)
