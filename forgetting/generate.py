@@ -2,6 +2,8 @@
 optionally at the end of the first `#### N` line)."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StaticCache
@@ -66,8 +68,10 @@ def greedy(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, st
     pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate(): left padding
     rows = torch.arange(ids.shape[0], device=ids.device)  # the input row of each running row
     out: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes kwargs on
+    last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                   logits_to_keep=1).logits[:, -1]
+                   **last).logits[:, -1]
     for step in range(max_new_tokens):
         nxt = logits.argmax(-1)
         if stats is not None:

@@ -91,3 +91,33 @@ def test_dropping_finished_rows_gives_transformers_greedy_output(micro_path, mon
     lengths = sorted(len(row) for row in out)
     assert lengths[0] < lengths[-1]  # rows stopped at different steps...
     assert drops and drops[-1] < len(texts)  # ...and the finished ones left the batch
+
+
+def test_greedy_runs_models_without_logits_to_keep(micro_path):
+    """Some causal LMs' forward has no `logits_to_keep`: greedy() then takes every position's logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forgetting import generate as gen
+
+    inner = AutoModelForCausalLM.from_pretrained(micro_path).eval()
+    tok = AutoTokenizer.from_pretrained(micro_path)
+
+    class NoKeep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        @property
+        def device(self):
+            return inner.device
+
+        def forward(self, input_ids, attention_mask, position_ids, past_key_values, use_cache):
+            return inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=past_key_values, use_cache=use_cache)
+
+    tok.padding_side = "left"
+    enc = tok([gen.chat_prompt(tok, "Hi"), gen.chat_prompt(tok, "How many apples are there?")], return_tensors="pt",
+              padding=True, add_special_tokens=False)
+    stops = gen.eos_ids(inner, tok)
+    assert gen.greedy(NoKeep(), enc["input_ids"], enc["attention_mask"], 6, stops) == \
+        gen.greedy(inner, enc["input_ids"], enc["attention_mask"], 6, stops)
