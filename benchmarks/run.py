@@ -58,7 +58,7 @@ def batching(what: str, model, tok, prompts: list[str], max_new: int, **kw) -> t
             f"x{t_1 / t_b:.1f} ({n_b / t_b:.0f} vs {n_1 / t_1:.0f} tok/s)", ">= x8", t_1 / t_b >= 8)
 
 
-def matmul_peak(n: int = 1536, repeat: int = 5) -> float:
+def matmul_peak(n: int = 1536, repeat: int = 20) -> float:
     """FLOP/s of a large matmul in the training dtype (fp32 on CPU, bf16 on a GPU that has it), with this
     process's threads: the machine's practical peak."""
     gpu = torch.cuda.is_available()
