@@ -64,13 +64,18 @@ def test_reference_setup_resolves():
     assert cfg.judge.model_name_or_path == "meta-llama/LlamaGuard-7b"
 
 
-def test_loss_is_on_the_assistant_completion_only(micro_path, tmp_path):
-    model, tok, _ = models.load(model_cfg(micro_path))
-    cfg = OmegaConf.create({
+def train_cfg(**optimizer):
+    """A small training config (LoRA r4 on q_proj, constant lr) for make_trainer."""
+    return OmegaConf.create({
         "optimizer": {"name": "adamw_torch", "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
-                      "batch_size": 2, "grad_accum": 1, "max_grad_norm": 1.0, "max_length": 256},
+                      "batch_size": 2, "grad_accum": 1, "max_grad_norm": 1.0, "max_length": 256, **optimizer},
         "lr": 1e-3, "epochs": 1, "seed": 0, "eval": {"system_prompt": None},
         "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"], "bias": "none"}})
+
+
+def test_loss_is_on_the_assistant_completion_only(micro_path, tmp_path):
+    model, tok, _ = models.load(model_cfg(micro_path))
+    cfg = train_cfg()
     rows = [{"prompt": "Add 17 and 25.", "completion": "17 + 25 = 42. #### 42"}]
     trainer, _ = train.make_trainer(model, tok, rows, cfg, tmp_path)
     ex = trainer.train_dataset[0]
@@ -86,11 +91,7 @@ def test_cpu_training_loss_equals_trls_fused_head_loss(micro_path, tmp_path):
     from trl import SFTTrainer
 
     model, tok, _ = models.load(model_cfg(micro_path))
-    cfg = OmegaConf.create({
-        "optimizer": {"name": "adamw_torch", "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
-                      "batch_size": 2, "grad_accum": 1, "max_grad_norm": 1.0, "max_length": 256},
-        "lr": 1e-3, "epochs": 1, "seed": 0, "eval": {"system_prompt": None},
-        "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"], "bias": "none"}})
+    cfg = train_cfg()
     rows = [{"prompt": "Add 17 and 25.", "completion": "17 + 25 = 42. #### 42"},
             {"prompt": "A farmer has 3 hens and buys 4 more. How many hens?", "completion": "3 + 4 = 7. #### 7"}]
     trainer, _ = train.make_trainer(model, tok, rows, cfg, tmp_path)
@@ -107,12 +108,7 @@ def test_cpu_training_loss_equals_trls_fused_head_loss(micro_path, tmp_path):
 def test_training_batches_are_grouped_by_length(micro_path, tmp_path, grouped):
     """optimizer.group_by_length: batches of similar lengths, so far less padding than random batches."""
     model, tok, _ = models.load(model_cfg(micro_path))
-    cfg = OmegaConf.create({
-        "optimizer": {"name": "adamw_torch", "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
-                      "batch_size": 4, "grad_accum": 1, "max_grad_norm": 1.0, "max_length": 256,
-                      "group_by_length": grouped},
-        "lr": 1e-3, "epochs": 1, "seed": 0, "eval": {"system_prompt": None},
-        "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"], "bias": "none"}})
+    cfg = train_cfg(batch_size=4, group_by_length=grouped)
     rows = [{"prompt": "Add these numbers: " + " ".join(["7"] * (1 + (i * 7) % 40)), "completion": "Done."}
             for i in range(128)]  # transformers sorts within megabatches of min(n // (4 batch), 50) batches
     trainer, _ = train.make_trainer(model, tok, rows, cfg, tmp_path)
