@@ -72,7 +72,7 @@ class MethodTrainer(SFTTrainer):
     # ------------------------------------------------------------ the hooks
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # TRL's fused LM head (chunked log-probs + entropy + top-1) has Triton kernels on cuda/xpu only; its torch
-        # fallback took 45 % of a CPU training step (make bench). Elsewhere: the model's own loss, the same NLL
+        # fallback took 56 % of a CPU training step (profiled). Elsewhere: the model's own loss, the same NLL
         # (identical losses measured) at x1.8 the speed, without TRL's entropy / token-accuracy train metrics.
         fused = self.args.device.type in ("cuda", "xpu")
         loss_fn = super().compute_loss if fused else functools.partial(Trainer.compute_loss, self)
