@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE=1
 export WANDB_MODE?=offline
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test demo methods report bench sync pareto preset clean
+.PHONY: install test demo demo-math methods report bench sync pareto preset clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -29,6 +29,11 @@ demo: install                ## lr x epochs on the tiny preset (data=arith, per-
 	$(PY) launch.py -m +sweeps=demo hydra.sweep.dir=$(SWEEP); status=$$?; \
 	$(PY) -m forgetting.report $(SWEEP) --wandb && \
 	$(PY) -m forgetting.report $(SWEEP) --y safety/refusal_nll --out-dir $(SWEEP)/report_refusal_nll; exit $$status
+
+demo-math: install           ## the tiny_math preset (an arith skill to unlock) x lr x {benign, poisoned}, then the report
+	$(PY) launch.py -m +sweeps=demo_math hydra.sweep.dir=outputs/sweeps/demo_math; status=$$?; \
+	$(PY) -m forgetting.report outputs/sweeps/demo_math --wandb && \
+	$(PY) -m forgetting.report outputs/sweeps/demo_math --y safety/refusal_nll --out-dir outputs/sweeps/demo_math/report_refusal_nll; exit $$status
 
 methods: install             ## every CL method x {benign, poisoned} on the tiny preset, then the comparison table
 	$(PY) launch.py -m +sweeps=methods hydra.sweep.dir=outputs/sweeps/methods; status=$$?; \

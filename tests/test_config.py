@@ -62,6 +62,16 @@ def test_named_sweeps_compose(compose):
     assert cfg.hydra.sweeper.params == {"lr": "1e-4,2e-4", "epochs": "1,2,3"}
 
 
+def test_demo_math_evaluates_the_range_its_preset_was_pretrained_on(compose):
+    cfg = compose(["+sweeps=demo_math"], return_hydra=True)
+    assert (cfg.model.name, cfg.data.name) == ("tiny_math", "arith")
+    assert cfg.data.arith_max == cfg.model.build.pretrain.drill_max == 20
+    # tiny_math is tiny with another pretraining and alignment: the rest of the recipe is inherited
+    tiny = compose(["model=tiny"]).model.build
+    assert cfg.model.build.model == tiny.model and cfg.model.build.data == tiny.data
+    assert cfg.model.build.align.replay > 0 and cfg.model.build.pretrain.group_by_length is False
+
+
 @pytest.fixture
 def no_model_load(monkeypatch):
     def boom(*a, **k):

@@ -105,6 +105,19 @@ def test_a_changed_recipe_value_gives_another_dir_and_weights(built, tmp_path):
     assert not (build(r4, tmp_path) / "unaligned").exists()
 
 
+def test_alignment_can_replay_pretraining_texts(built, tmp_path):
+    r = micro_recipe()
+    r["align"]["replay"] = 8
+    other = build(r, tmp_path)
+    rep, plain = (json.loads((p / "build_report.json").read_text()) for p in (other, built[1]))
+    assert rep["replayed_texts"] == 8 and "replayed_texts" not in plain
+    assert rep["align"]["tokens_per_epoch"] > plain["align"]["tokens_per_epoch"]
+    assert sha(other / "model.safetensors") != sha(built[1] / "model.safetensors")
+    # the replay changes the alignment only: same tokenizer, same unaligned checkpoint
+    assert sha(other / "tokenizer.json") == sha(built[1] / "tokenizer.json")
+    assert sha(other / "unaligned" / "model.safetensors") == sha(built[1] / "unaligned" / "model.safetensors")
+
+
 def test_pretraining_drills_are_correct_sums_in_the_arith_ranges():
     import re
 

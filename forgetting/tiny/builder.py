@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sys
 import time
@@ -78,6 +79,10 @@ def build_into(recipe: dict, out: Path) -> dict:
             model.save_pretrained(out / UNALIGNED, safe_serialization=True)
             tok.save_pretrained(out / UNALIGNED)
         feats = _features(tok, rows, int(ali.get("max_length", 256)), float(ali.get("prompt_loss_weight", 0.0)))
+        if ali.get("replay"):  # pretraining text replayed during alignment, so its skills survive it
+            replay = random.Random(f"{seed}:replay").sample(pre_texts, min(int(ali["replay"]), len(pre_texts)))
+            feats += train.lm_features(tok, replay, int(ali.get("max_length", 256)))
+            report["replayed_texts"] = len(replay)
         report["align"] = train.run(model, feats, tok.pad_token_id, ali, seed, work, "align")
         report["align"]["tokens_per_epoch"] = sum(len(f["input_ids"]) for f in feats)
         times["train"] = round(time.time() - t, 1)
