@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE=1
 export WANDB_MODE?=offline
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test demo demo-math methods report bench sync pareto preset clean
+.PHONY: install test demo demo-math methods methods-math report bench sync pareto preset clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -38,6 +38,10 @@ demo-math: install           ## the tiny_math preset (an arith skill to unlock) 
 methods: install             ## every CL method x {benign, poisoned} on the tiny preset, then the comparison table
 	$(PY) launch.py -m +sweeps=methods hydra.sweep.dir=outputs/sweeps/methods; status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/methods --x math/ref_nll --wandb; exit $$status
+
+methods-math: install        ## the same comparison on tiny_math, where arith accuracy moves (x axis: accuracy)
+	$(PY) launch.py -m +sweeps=methods_math hydra.sweep.dir=outputs/sweeps/methods_math; status=$$?; \
+	$(PY) -m forgetting.report outputs/sweeps/methods_math --wandb; exit $$status
 
 pareto: install              ## Optuna search of the safety / ref-NLL Pareto front on the tiny preset
 	$(PY) launch.py -m +sweeps=pareto hydra.sweep.dir=outputs/sweeps/pareto; status=$$?; \

@@ -118,6 +118,24 @@ def test_alignment_can_replay_pretraining_texts(built, tmp_path):
     assert sha(other / "unaligned" / "model.safetensors") == sha(built[1] / "unaligned" / "model.safetensors")
 
 
+def test_a_stage_can_turn_length_grouped_batches_off(monkeypatch, tmp_path):
+    """tiny_math pretrains in random batches: grouped ones (one template each) did not learn arith."""
+    from forgetting.tiny import train
+
+    seen = []
+
+    class Spy:
+        def __init__(self, model, args, **kw):
+            seen.append(args.train_sampling_strategy)
+            raise RuntimeError("stop")
+
+    monkeypatch.setattr(train, "WeightedTrainer", Spy)
+    for stage in ({"group_by_length": False}, {"group_by_length": True}, {}):
+        with pytest.raises(RuntimeError, match="stop"):
+            train.run(None, [], 0, stage, 0, str(tmp_path))
+    assert seen == ["random", "group_by_length", "group_by_length"]
+
+
 def test_pretraining_drills_are_correct_sums_in_the_arith_ranges():
     import re
 
