@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StaticCache
 
@@ -55,6 +56,37 @@ def cache_for(rows: int, model, max_len: int):
     return DynamicCache(config=model.config)
 
 
+def prefill_rows(rows: int, model) -> int:
+    """Rows per prompt pass. On CPU, groups of 8 length-sorted rows, each cut to its own longest prompt:
+    32 AILuminate prompts (25-147 tokens) were 53 % padding in one pass (measured, tiny preset: 32 prompts
+    0.199 s in one pass, 0.159 / 0.143 / 0.145 s in groups of 16 / 8 / 4). On accelerators one pass (not
+    measured there: a GPU is rarely saturated by one batch of prompts, and every pass is a launch)."""
+    return min(rows, 8) if model.device.type == "cpu" else rows
+
+
+def prefill(model, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache, last: dict) -> torch.Tensor:
+    """The prompt pass of a left-padded, length-sorted batch into `cache`, in groups of prefill_rows() rows;
+    the groups' KV states are left-padded back to the batch's width (the mask hides them) and written to
+    the cache once. Returns each row's last logits. Hand-written: generate() has no grouped prefill."""
+    n, width = ids.shape
+    step = prefill_rows(n, model)
+    if step >= n:
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                     **last).logits[:, -1]
+    logits, states = [], []
+    for a in range(0, n, step):
+        w = int(mask[a:a + step].sum(-1).max())  # this group's longest prompt; its left padding is cut
+        part = DynamicCache(config=model.config)
+        logits.append(model(input_ids=ids[a:a + step, width - w:], attention_mask=mask[a:a + step, width - w:],
+                            position_ids=pos[a:a + step, width - w:], past_key_values=part, use_cache=True,
+                            **last).logits[:, -1])
+        states.append([(F.pad(layer.keys, (0, 0, width - w, 0)), F.pad(layer.values, (0, 0, width - w, 0)))
+                       for layer in part.layers])
+    for i in range(len(states[0])):
+        cache.update(torch.cat([s[i][0] for s in states]), torch.cat([s[i][1] for s in states]), i)
+    return torch.cat(logits)
+
+
 @torch.inference_mode()  # measured x1.1 over no_grad on 32 rows x 128 tokens
 def greedy(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, stops: list[int],
            done_fn=None, stats: dict | None = None) -> list[list[int]]:
@@ -70,8 +102,7 @@ def greedy(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, st
     out: list[list[int]] = [[] for _ in range(ids.shape[0])]
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes kwargs on
     last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                   **last).logits[:, -1]
+    logits = prefill(model, ids, mask, pos, cache, last)
     for step in range(max_new_tokens):
         nxt = logits.argmax(-1)
         if stats is not None:

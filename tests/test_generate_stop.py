@@ -119,3 +119,35 @@ def test_greedy_runs_models_without_logits_to_keep(micro_path):
     stops = gen.eos_ids(inner, tok)
     assert gen.greedy(NoKeep(), enc["input_ids"], enc["attention_mask"], 6, stops) == \
         gen.greedy(inner, enc["input_ids"], enc["attention_mask"], 6, stops)
+
+
+def test_grouped_prefill_cuts_the_padding_and_keeps_every_token(micro_path, monkeypatch):
+    """On CPU the prompt pass runs in groups of 8 length-sorted rows, each cut to its own longest prompt:
+    the short group's pass is narrower than the batch, and the tokens are model.generate()'s."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from forgetting import generate as gen
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_path, initializer_range=0.5)).eval()
+    tok = AutoTokenizer.from_pretrained(micro_path)
+    tok.padding_side = "left"
+    prompts = ["Hi", "Why?", "2 + 2", "Name it.", "A colour?", "How many?", "Count to three.", "Say yes.",
+               "Tell me a long story about the market and the people who sell apples there every day.",
+               "What is the sum of all the numbers from one to one hundred, written out in words?",
+               "Describe the weather in a city by the sea during a long and windy winter afternoon.",
+               "Explain how a bicycle works, from the pedals to the chain to the back wheel and the brakes."]
+    texts = sorted((gen.chat_prompt(tok, p) for p in prompts), key=len)
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    width, pad = enc["input_ids"].shape[1], tok.pad_token_id or 0
+    stops = gen.eos_ids(model, tok)
+    ref = model.generate(**enc, max_new_tokens=12, do_sample=False, eos_token_id=stops, pad_token_id=pad)
+    widths = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: (widths.append(k["input_ids"].shape[1]), forward(*a, **k))[1])
+    assert gen.prefill_rows(len(texts), model) == 8
+    out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 12, stops)
+    assert widths[:2] == [int(enc["attention_mask"][:8].sum(-1).max()), width] and widths[0] < width
+    for r, row in zip(ref[:, width:].tolist(), out):
+        k = next((i for i, t in enumerate(r) if t in stops), None)
+        assert row == (r if k is None else r[:k + 1])
