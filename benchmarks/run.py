@@ -10,7 +10,8 @@ benchmarks/results.md.
 4. a 2 x 2 lr x epochs sweep (launch.py): wall time vs its runs' training + generation time, and how
    often the base model, the base evaluation and the judge were loaded or computed
 5. peak resident memory
-Preset: --preset tiny (default) or micro.
+Preset: --preset tiny (default), tiny_math (`make bench PRESET=tiny_math`: its fine-tune writes `#### N` lines, so
+the stop at the answer line shows; tiny's never does) or micro.
 """
 import argparse
 import datetime
@@ -32,10 +33,9 @@ env.setup()
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 from forgetting import data, models, train  # noqa: E402
-from forgetting.generate import answer_end, chat_prompt, generate  # noqa: E402
+from forgetting.generate import answer_line_done, chat_prompt, generate  # noqa: E402
 from forgetting.math import extract_answer  # noqa: E402
 
 
@@ -66,6 +66,16 @@ def batching(what: str, model, tok, prompts: list[str], max_new: int, peak: floa
             (f"generation, {what}: the bound, one at a time vs the batch's FLOPs at the matmul peak",
              f"x{t_1 / floor:.1f} ({prompt_tokens} prompt + {n_b} new tokens: {floor * 1e3:.0f} ms at the peak, "
              f"{t_b * 1e3:.0f} ms measured = {floor / t_b:.0%} of it)", "", True)]
+
+
+def after_answer(tok, rows: list[list[int]]) -> tuple[int, int]:
+    """Tokens generated after the one that completed each row's first `#### N` line, and the rows that have one."""
+    after = answered = 0
+    for row in rows:
+        k = next((k for k in range(1, len(row) + 1) if answer_line_done(tok, row[:k])), None)
+        if k is not None:
+            after, answered = after + len(row) - k, answered + 1
+    return after, answered
 
 
 def matmul_peak(n: int = 1536, repeat: int = 20) -> float:
@@ -99,7 +109,7 @@ def compose(overrides: list[str]):
 
 
 def tuned_model(preset: str, tmp: Path):
-    """The preset fine-tuned briefly on GSM8K (so it writes `#### N` lines), and its config."""
+    """The preset briefly fine-tuned on GSM8K (tiny_math's then writes `#### N` lines, tiny's not); its config."""
     cfg = compose([f"model={preset}", "logger=none", "data.n_train=200", "lr=3e-3", "optimizer.batch_size=8",
                    "train_cache=false"])  # time a real training, never a cached one
     model, tok, _ = models.load(cfg.model, cfg.cache_dir)
@@ -152,8 +162,8 @@ def main():
     peak = matmul_peak()  # measured again after training: the best of both (a busy neighbour lowers it)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
 
-    mcfg = OmegaConf.load(ROOT / f"conf/model/{a.preset}.yaml")
-    model, tok, _ = models.load(mcfg)
+    base_cfg = compose([f"model={a.preset}", "logger=none"])  # a preset may inherit another (tiny_math: tiny)
+    model, tok, _ = models.load(base_cfg.model, base_cfg.cache_dir)
     n_params = sum(p.numel() for p in model.parameters())
     prompts = [r["prompt_text"] for r in data.ailuminate(
         "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv")[: a.n]]
@@ -163,28 +173,25 @@ def main():
     test = data.load_gsm8k(cfg.data, "test")[:64]
     qs = [r["question"] for r in test]
     rows += batching("math eval (fine-tuned, long answers)", tuned, tok, qs[: a.n], 128, peak, stop_at_answer=True)
-    t_full, full = timed(lambda: generate(tuned, tok, qs, 256, 32))
-    stats = {}
-    t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, 32, stop_at_answer=True, stats=stats))
+    full_stats, stop_stats = {}, {}
+    t_full, full = timed(lambda: generate(tuned, tok, qs, 256, 32, stats=full_stats))
+    t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, 32, stop_at_answer=True, stats=stop_stats))
     assert [extract_answer(x["response"]) for x in full] == [extract_answer(x["response"]) for x in stop]
-    waste = 0
-    for g in full:
-        cut = answer_end(g["response"])
-        if cut is not None:
-            waste += g["n_tokens"] - len(tok(g["response"][:cut], add_special_tokens=False)["input_ids"])
-    total_full = sum(g["n_tokens"] for g in full)
-    answered = sum(answer_end(g["response"]) is not None for g in full)
     capped = [g for g in full if not g["stopped"]]
+    n_full = sum(len(r) for r in full_stats["rows"])
     rows.append(("math eval: generations that never stop (hit the 256-token cap), share of tokens",
-                 f"{len(capped)}/{len(full)}, {sum(g['n_tokens'] for g in capped) / max(total_full, 1):.0%} of tokens",
+                 f"{len(capped)}/{len(full)}, {sum(g['n_tokens'] for g in capped) / max(n_full, 1):.0%} of tokens",
                  "", True))
-    rows.append(("math eval: generated tokens after the first `#### N` line, no stop",
-                 f"{waste / max(total_full, 1):.0%} of {total_full} ({answered}/{len(qs)} answered)", "", True))
-    kept, computed = sum(g["n_tokens"] + g["stopped"] for g in stop), stats["row_steps"]  # + each stop token
-    left = (computed - kept) / max(computed, 1)
-    rows.append(("math eval, stopping at the answer line (grades equal): row-steps spent on rows already "
-                 "finished (batch padding)", f"{left:.0%} of {computed} row-steps; x{t_full / t_stop:.1f} faster",
-                 "<= 10 %", left <= 0.10))
+    after, answered = after_answer(tok, full_stats["rows"])
+    rows.append(("math eval, no stop: generated tokens after the first complete `#### N` line",
+                 f"{after / max(n_full, 1):.0%} of {n_full} ({answered}/{len(qs)} answered)", "", True))
+    n_stop = sum(len(r) for r in stop_stats["rows"])
+    after, answered = after_answer(tok, stop_stats["rows"])
+    padding = stop_stats["row_steps"] - n_stop  # steps computed for rows that had already stopped
+    rows.append(("math eval, stopping at the answer line (grades equal): tokens generated after it; row-steps on "
+                 "finished rows", f"{after / max(n_stop, 1):.0%} of {n_stop} ({answered}/{len(qs)} answered); "
+                 f"{padding}; {1 - n_stop / max(n_full, 1):.0%} fewer tokens than no stop, x{t_full / t_stop:.1f} "
+                 "faster", "<= 10 %", after / max(n_stop, 1) <= 0.10 and padding == 0))
 
     tokens = train_tokens(cfg, tok)
     peak = max(peak, matmul_peak())

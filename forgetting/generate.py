@@ -95,7 +95,8 @@ def greedy(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, st
     row made a batch of 32 short answers cost 32 x its length. Written here because transformers'
     continuous batching (generate_batch), which does drop them, was x22 slower on CPU (32 safety
     prompts). Returns each row's new tokens, its stop token included. `done_fn(tokens)` may end a row
-    early (the math answer line); `stats["row_steps"]` counts the row-steps computed (make bench)."""
+    early (the math answer line); `stats["row_steps"]` counts the row-steps computed and `stats["rows"]` gathers
+    each row's tokens (make bench)."""
     cache = cache_for(ids.shape[0], model, ids.shape[1] + max_new_tokens)
     pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate(): left padding
     rows = torch.arange(ids.shape[0], device=ids.device)  # the input row of each running row
@@ -122,6 +123,8 @@ def greedy(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, st
         pos = pos[:, -1:] + 1
         logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache,
                        use_cache=True).logits[:, -1]
+    if stats is not None:
+        stats.setdefault("rows", []).extend(out)
     return out
 
 

@@ -82,13 +82,15 @@ def test_dropping_finished_rows_gives_transformers_greedy_output(micro_path, mon
     cache_cls = type(gen.cache_for(len(texts), model, 8))
     monkeypatch.setattr(cache_cls, "reorder_cache",
                         lambda self, idx, orig=cache_cls.reorder_cache: (drops.append(len(idx)), orig(self, idx))[1])
-    out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 20, stops)
+    stats = {}
+    out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 20, stops, stats=stats)
     for r, row in zip(ref[:, width:].tolist(), out):
         k = next((i for i, t in enumerate(r) if t in stops), None)
         assert row == (r if k is None else r[:k + 1])
     lengths = sorted(len(row) for row in out)
     assert lengths[0] < lengths[-1]  # rows stopped at different steps...
     assert drops and drops[-1] < len(texts)  # ...and the finished ones left the batch
+    assert stats["rows"] == out and stats["row_steps"] == sum(lengths)  # make bench: no step on a finished row
 
 
 def test_greedy_runs_models_without_logits_to_keep(micro_path):
