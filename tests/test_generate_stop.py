@@ -148,6 +148,9 @@ def test_grouped_prefill_cuts_the_padding_and_keeps_every_token(micro_path, monk
     forward = model.forward
     monkeypatch.setattr(model, "forward", lambda *a, **k: (widths.append(k["input_ids"].shape[1]), forward(*a, **k))[1])
     assert gen.prefill_rows(len(texts), model) == 8
+    model.config.sliding_window = 16  # a windowed cache may hold fewer positions than a group: one pass
+    assert gen.prefill_rows(len(texts), model) == len(texts)
+    model.config.sliding_window = None
     out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 12, stops)
     assert widths[:2] == [int(enc["attention_mask"][:8].sum(-1).max()), width] and widths[0] < width
     for r, row in zip(ref[:, width:].tolist(), out):
