@@ -59,8 +59,8 @@ def batching(what: str, model, tok, prompts: list[str], max_new: int, peak: floa
     head, emb = model.get_output_embeddings().weight, model.get_input_embeddings().weight
     body = sum(p.numel() for p in model.parameters() if p is not head and p is not emb)
     prompt_tokens = sum(len(tok(chat_prompt(tok, p), add_special_tokens=False)["input_ids"]) for p in prompts)
-    steps = n_b - sum(not g["stopped"] for g in g_b)  # one decode pass per new token after the first, stop included
-    floor = (2 * body * prompt_tokens + 2 * (body + head.numel()) * steps) / peak  # prefill: the last logits only
+    decodes = n_b - sum(not g["stopped"] for g in g_b)  # one pass per new token after the first, stop included
+    floor = (2 * body * prompt_tokens + 2 * (body + head.numel()) * decodes) / peak  # prefill: the last logits only
     return [(f"generation, {what}: batched (32) vs one at a time ({same}/{len(prompts)} outputs identical)",
              f"x{t_1 / t_b:.1f} ({n_b / t_b:.0f} vs {n_1 / t_1:.0f} tok/s)", ">= x8", t_1 / t_b >= 8),
             (f"generation, {what}: the bound, one at a time vs the batch's FLOPs at the matmul peak",
@@ -115,10 +115,9 @@ def tuned_model(preset: str, tmp: Path):
     model, tok, _ = models.load(cfg.model, cfg.cache_dir)
     import datasets, peft, trl  # noqa: F401,E401  one-off imports (1.3 s, once per sweep worker) are not training
     t0 = time.perf_counter()
-    trained, history = train.finetune(model, tok, data.user_rows(cfg), cfg, tmp)
+    trained, _ = train.finetune(model, tok, data.user_rows(cfg), cfg, tmp)
     train_s = time.perf_counter() - t0
-    steps = max(h["step"] for h in history)
-    return cfg, trained, tok, train_s, steps
+    return cfg, trained, tok, train_s
 
 
 def train_tokens(cfg, tok) -> int:
@@ -169,7 +168,7 @@ def main():
         "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv")[: a.n]]
     rows += batching("safety prompts (base, short refusals: prefill-bound)", model, tok, prompts, a.tokens, peak)
 
-    cfg, tuned, tok, train_s, steps = tuned_model(a.preset, tmp / "tune")
+    cfg, tuned, tok, train_s = tuned_model(a.preset, tmp / "tune")
     test = data.load_gsm8k(cfg.data, "test")[:64]
     qs = [r["question"] for r in test]
     rows += batching("math eval (fine-tuned, long answers)", tuned, tok, qs[: a.n], 128, peak, stop_at_answer=True)
