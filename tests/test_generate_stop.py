@@ -44,18 +44,50 @@ def test_answer_line_ends_a_row_once_its_line_is_complete():
 def test_batched_generation_with_the_static_cache_matches_one_at_a_time(micro_path):
     """Several rows on CPU use a preallocated (static) KV cache; one row the dynamic one. Both give the
     same greedy text, with left padding and rows of different lengths."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StaticCache
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
     from forgetting.generate import cache_for, generate
+    from forgetting.kv_cache import FilledCache
 
     model = AutoModelForCausalLM.from_pretrained(micro_path)
     tok = AutoTokenizer.from_pretrained(micro_path)
-    assert isinstance(cache_for(4, model, 64), StaticCache) and isinstance(cache_for(1, model, 64), DynamicCache)
+    assert isinstance(cache_for(4, model, 64), FilledCache) and isinstance(cache_for(1, model, 64), DynamicCache)
     prompts = ["How many apples?", "Tell me a story about a very long day at the market with friends.", "Hi", "2 + 2"]
     batched = generate(model, tok, prompts, 24, batch_size=4)
     single = generate(model, tok, prompts, 24, batch_size=1)
     assert [g["response"] for g in batched] == [g["response"] for g in single]
     assert sum(g["n_tokens"] for g in batched) > 0
+
+
+def test_filled_cache_attends_to_the_written_positions_only(micro_path, monkeypatch):
+    """A batch's preallocated cache hands attention the positions written so far, not its whole buffer
+    (StaticCache's): the keys grow by one per step, and the tokens equal StaticCache's and model.generate()'s."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, StaticCache
+
+    from forgetting import generate as gen
+    from forgetting import kv_cache
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_path, initializer_range=0.5)).eval()
+    tok = AutoTokenizer.from_pretrained(micro_path)
+    tok.padding_side = "left"
+    enc = tok([gen.chat_prompt(tok, p) for p in ["Hi", "Tell me a long story about the market.", "2 + 2"]],
+              return_tensors="pt", padding=True, add_special_tokens=False)
+    width, pad = enc["input_ids"].shape[1], tok.pad_token_id or 0
+    ref = model.generate(**enc, max_new_tokens=10, do_sample=False, eos_token_id=[], pad_token_id=pad)
+    seen = []
+    update = kv_cache.FilledLayer.update
+    monkeypatch.setattr(kv_cache.FilledLayer, "update",
+                        lambda self, k, v, *a, **kw: (lambda kv: (seen.append(kv[0].shape[-2]), kv)[1])(update(self, k, v)))
+    out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 10, [])
+    layers = model.config.num_hidden_layers
+    assert seen[::layers] == [width + i for i in range(10)]  # the prompt, then one more per step; the buffer: width + 10
+    assert out == ref[:, width:].tolist()
+    monkeypatch.setattr(kv_cache, "fits", lambda config: False)  # the plain StaticCache: same tokens
+    assert isinstance(gen.cache_for(3, model, 8), StaticCache)
+    assert gen.greedy(model, enc["input_ids"], enc["attention_mask"], 10, []) == out
+    model.config.sliding_window = 16
+    assert not kv_cache.fits(model.config)
 
 
 @pytest.mark.parametrize("n_rows", [6, 3])

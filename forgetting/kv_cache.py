@@ -1,0 +1,46 @@
+"""A preallocated KV cache whose attention reads only the filled positions. transformers' StaticCache hands
+attention its whole buffer (prompt + max_new_tokens) at every step and masks the unused tail; on CPU, decoding
+reads the keys and values from memory at each step, so those masked slots cost time. Hand-written: transformers
+has no cache that is preallocated and returns only the filled part."""
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, StaticLayer
+
+
+class FilledLayer(StaticLayer):
+    """A StaticLayer (same buffers, in-place writes) that returns, and masks, only its first `filled` positions."""
+
+    is_compileable = False  # the returned views change shape at every step
+
+    def __init__(self, max_cache_len: int, **kwargs):
+        super().__init__(max_cache_len, **kwargs)
+        self.filled = 0  # a Python int: cumulative_length is a tensor, reading it would be a sync per layer
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        self.filled += key_states.shape[-2]
+        return keys[:, :, :self.filled], values[:, :, :self.filled]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.filled + query_length, 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.filled = 0
+
+
+class FilledCache(Cache):
+    """Preallocated for `max_cache_len` positions per row; attention sees the filled ones. Models whose layers are
+    all full attention (Llama): with a sliding window, use StaticCache."""
+
+    def __init__(self, config, max_cache_len: int):
+        text = config.get_text_config(decoder=True)
+        super().__init__(layers=[FilledLayer(max_cache_len) for _ in range(text.num_hidden_layers)])
+
+
+def fits(config) -> bool:
+    """Every layer full attention, no sliding window: FilledCache can stand in for StaticCache."""
+    text = config.get_text_config(decoder=True)
+    types = getattr(text, "layer_types", None) or ["full_attention"]
+    return not getattr(text, "sliding_window", None) and all(t == "full_attention" for t in types)
