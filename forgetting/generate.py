@@ -73,22 +73,35 @@ def prefill_rows(rows: int, model) -> int:
     return min(rows, 8)
 
 
-def prefill(model, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache, last: dict) -> torch.Tensor:
+def forward_fn(model):
+    """model(ids, mask, positions, cache) -> each row's last logits. The cache goes under the name the model's
+    forward takes (`cache` in the pinned transformers, where `past_key_values` warns that it goes in 5.40;
+    `past_key_values` in older or remote-code models), with logits_to_keep=1 where the forward has it (the
+    prompt pass then skips the LM head on every other position)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes kwargs on
+    params = inspect.signature(base.forward).parameters
+    name = "cache" if "cache" in params else "past_key_values"
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    def fwd(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{name: cache},
+                     **keep).logits[:, -1]
+    return fwd
+
+
+def prefill(model, fwd, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
     """The prompt pass of a left-padded, length-sorted batch into `cache`, in groups of prefill_rows() rows;
     the groups' KV states are left-padded back to the batch's width (the mask hides them) and written to
     the cache once. Returns each row's last logits. Hand-written: generate() has no grouped prefill."""
     n, width = ids.shape
     step = prefill_rows(n, model)
     if step >= n:
-        return model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
-                     **last).logits[:, -1]
+        return fwd(ids, mask, pos, cache)
     logits, states = [], []
     for a in range(0, n, step):
         w = int(mask[a:a + step].sum(-1).max())  # this group's longest prompt; its left padding is cut
         part = DynamicCache(config=model.config)
-        logits.append(model(input_ids=ids[a:a + step, width - w:], attention_mask=mask[a:a + step, width - w:],
-                            position_ids=pos[a:a + step, width - w:], past_key_values=part, use_cache=True,
-                            **last).logits[:, -1])
+        logits.append(fwd(ids[a:a + step, width - w:], mask[a:a + step, width - w:], pos[a:a + step, width - w:], part))
         states.append([(F.pad(layer.keys, (0, 0, width - w, 0)), F.pad(layer.values, (0, 0, width - w, 0)))
                        for layer in part.layers])
     for i in range(len(states[0])):
@@ -110,9 +123,8 @@ def greedy(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, st
     pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate(): left padding
     rows = torch.arange(ids.shape[0], device=ids.device)  # the input row of each running row
     out: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes kwargs on
-    last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
-    logits = prefill(model, ids, mask, pos, cache, last)
+    fwd = forward_fn(model)
+    logits = prefill(model, fwd, ids, mask, pos, cache)
     for step in range(max_new_tokens):
         nxt = logits.argmax(-1)
         if stats is not None:
@@ -130,8 +142,7 @@ def greedy(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, st
             rows, mask, pos, nxt = rows[keep_t], mask[keep_t], pos[keep_t], nxt[keep_t]
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
         pos = pos[:, -1:] + 1
-        logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache,
-                       use_cache=True).logits[:, -1]
+        logits = fwd(nxt[:, None], mask, pos, cache)
     if stats is not None:
         stats.setdefault("rows", []).extend(out)
     return out

@@ -1,4 +1,6 @@
 """Math generation stops at the end of the first `#### N` line, and the grade never changes."""
+import warnings
+
 import pytest
 import torch
 
@@ -77,11 +79,18 @@ def test_filled_cache_attends_to_the_written_positions_only(micro_path, monkeypa
     ref = model.generate(**enc, max_new_tokens=10, do_sample=False, eos_token_id=[], pad_token_id=pad)
     seen = []
     update = kv_cache.FilledLayer.update
-    monkeypatch.setattr(kv_cache.FilledLayer, "update",
-                        lambda self, k, v, *a, **kw: (lambda kv: (seen.append(kv[0].shape[-2]), kv)[1])(update(self, k, v)))
-    out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 10, [])
+
+    def spy(self, k, v, *a, **kw):
+        keys, values = update(self, k, v)
+        seen.append(keys.shape[-2])
+        return keys, values
+
+    monkeypatch.setattr(kv_cache.FilledLayer, "update", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the cache goes in under `cache`, not `past_key_values`
+        out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 10, [])
     layers = model.config.num_hidden_layers
-    assert seen[::layers] == [width + i for i in range(10)]  # the prompt, then one more per step; the buffer: width + 10
+    assert seen[::layers] == [width + i for i in range(10)]  # the prompt, then one more per step (buffer: width + 10)
     assert out == ref[:, width:].tolist()
     monkeypatch.setattr(kv_cache, "fits", lambda config: False)  # the plain StaticCache: same tokens
     assert isinstance(gen.cache_for(3, model, 8), StaticCache)
