@@ -59,11 +59,11 @@ def in_turn(fns, repeat: int = 3) -> list[tuple]:
     return best
 
 
-def batching(what: str, model, tok, prompts: list[str], max_new: int, peak: float, **kw) -> list[tuple]:
-    """Table rows: generation batched (32) vs one prompt at a time on the same prompts, tokens/s; and the
-    ratio's bound on this machine: one at a time vs the batch's FLOPs at the matmul peak (no padding, no
-    per-step overhead, attention not counted: a lower bound on the batched time, so an upper bound)."""
-    (t_b, g_b), (t_1, g_1) = in_turn([lambda: generate(model, tok, prompts, max_new, 32, **kw),
+def batching(what: str, model, tok, prompts: list[str], max_new: int, batch: int, peak: float, **kw) -> list[tuple]:
+    """Table rows: generation batched (the configured `batch`) vs one prompt at a time on the same prompts,
+    tokens/s; and the ratio's bound on this machine: one at a time vs the batch's FLOPs at the matmul peak (no
+    padding, no per-step overhead, attention not counted: a lower bound on the batched time, so an upper bound)."""
+    (t_b, g_b), (t_1, g_1) = in_turn([lambda: generate(model, tok, prompts, max_new, batch, **kw),
                                       lambda: generate(model, tok, prompts, max_new, 1, **kw)])
     same = sum(x["response"] == y["response"] for x, y in zip(g_b, g_1))
     n_b, n_1 = sum(g["n_tokens"] for g in g_b), sum(g["n_tokens"] for g in g_1)
@@ -72,7 +72,7 @@ def batching(what: str, model, tok, prompts: list[str], max_new: int, peak: floa
     prompt_tokens = sum(len(tok(chat_prompt(tok, p), add_special_tokens=False)["input_ids"]) for p in prompts)
     decodes = n_b - sum(not g["stopped"] for g in g_b)  # one pass per new token after the first, stop included
     floor = (2 * body * prompt_tokens + 2 * (body + head.numel()) * decodes) / peak  # prefill: the last logits only
-    return [(f"generation, {what}: batched (32) vs one at a time ({same}/{len(prompts)} outputs identical)",
+    return [(f"generation, {what}: batched ({batch}) vs one at a time ({same}/{len(prompts)} outputs identical)",
              f"x{t_1 / t_b:.1f} ({n_b / t_b:.0f} vs {n_1 / t_1:.0f} tok/s)", ">= x8", t_1 / t_b >= 8),
             (f"generation, {what}: the bound, one at a time vs the batch's FLOPs at the matmul peak",
              f"x{t_1 / floor:.1f} ({prompt_tokens} prompt + {n_b} new tokens: {floor * 1e3:.0f} ms at the peak, "
@@ -177,15 +177,18 @@ def main():
     n_params = sum(p.numel() for p in model.parameters())
     prompts = [r["prompt_text"] for r in data.ailuminate(
         "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv")[: a.n]]
-    rows += batching("safety prompts (base, short refusals: prefill-bound)", model, tok, prompts, a.tokens, peak)
+    rows += batching("safety prompts (base, short refusals: prefill-bound)", model, tok, prompts, a.tokens,
+                     base_cfg.eval.safety.batch_size, peak)
 
     cfg, tuned, tok, train_s = tuned_model(a.preset, tmp / "tune")
     test = data.load_gsm8k(cfg.data, "test")[:64]
     qs = [r["question"] for r in test]
-    rows += batching("math eval (fine-tuned, long answers)", tuned, tok, qs[: a.n], 128, peak, stop_at_answer=True)
+    rows += batching("math eval (fine-tuned, long answers)", tuned, tok, qs[: a.n], 128, cfg.eval.math.batch_size, peak,
+                     stop_at_answer=True)
     full_stats, stop_stats = {}, {}
-    t_full, full = timed(lambda: generate(tuned, tok, qs, 256, 32, stats=full_stats))
-    t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, 32, stop_at_answer=True, stats=stop_stats))
+    t_full, full = timed(lambda: generate(tuned, tok, qs, 256, cfg.eval.math.batch_size, stats=full_stats))
+    t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, cfg.eval.math.batch_size, stop_at_answer=True,
+                                                  stats=stop_stats))
     assert [extract_answer(x["response"]) for x in full] == [extract_answer(x["response"]) for x in stop]
     capped = [g for g in full if not g["stopped"]]
     n_full = sum(len(r) for r in full_stats["rows"])
