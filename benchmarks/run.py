@@ -188,7 +188,7 @@ def main():
     full_stats, stop_stats = {}, {}
     t_full, full = timed(lambda: generate(tuned, tok, qs, 256, cfg.eval.math.batch_size, stats=full_stats))
     t_stop, stop = timed(lambda: generate(tuned, tok, qs, 256, cfg.eval.math.batch_size, stop_at_answer=True,
-                                                  stats=stop_stats))
+                                          stats=stop_stats))
     assert [extract_answer(x["response"]) for x in full] == [extract_answer(x["response"]) for x in stop]
     capped = [g for g in full if not g["stopped"]]
     n_full = sum(len(r) for r in full_stats["rows"])
