@@ -67,8 +67,9 @@ def prefill_rows(rows: int, model) -> int:
     32 AILuminate prompts (25-147 tokens) were 53 % padding in one pass (measured, tiny preset: 32 prompts
     0.199 s in one pass, 0.159 / 0.143 / 0.145 s in groups of 16 / 8 / 4). On accelerators one pass (not
     measured there: a GPU is rarely saturated by one batch of prompts, and every pass is a launch), and for
-    models with a sliding window (their cache may keep fewer positions than the group's width)."""
-    if model.device.type != "cpu" or getattr(model.config, "sliding_window", None):
+    models whose layers are not all full attention (a sliding window's cache may keep fewer positions than the
+    group's width): kv_cache.fits."""
+    if model.device.type != "cpu" or not kv_cache.fits(model.config):
         return rows
     return min(rows, 8)
 

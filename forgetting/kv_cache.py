@@ -40,7 +40,8 @@ class FilledCache(Cache):
 
 
 def fits(config) -> bool:
-    """Every layer full attention, no sliding window: FilledCache can stand in for StaticCache."""
+    """Every layer full attention, no sliding window: the cache holds every position, so FilledCache can stand in
+    for StaticCache and the prompt pass may run in groups (generate.prefill_rows)."""
     text = config.get_text_config(decoder=True)
     types = getattr(text, "layer_types", None) or ["full_attention"]
     return not getattr(text, "sliding_window", None) and all(t == "full_attention" for t in types)
