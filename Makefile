@@ -50,8 +50,8 @@ pareto: install              ## Optuna search of the safety / ref-NLL Pareto fro
 report: install
 	$(PY) -m forgetting.report $(SWEEP)
 
-bench: install               ## where compute goes (PRESET=tiny_math: a fine-tune that writes `#### N` lines)
-	$(PY) benchmarks/run.py --preset $(or $(PRESET),tiny)
+bench: install               ## where compute goes (PRESET=tiny_math: a fine-tune that writes `#### N` lines; DEMO=none|cached|fresh)
+	$(PY) benchmarks/run.py --preset $(or $(PRESET),tiny) --demo $(or $(DEMO),both)
 
 sync: install                ## upload offline W&B runs (not those of earlier attempts, kept under attempts/)
 	find outputs -path '*/attempts/*' -prune -o -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
