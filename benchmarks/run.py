@@ -181,18 +181,6 @@ def demo(tmp: Path, preset_dir: Path | None) -> float:
     return time.perf_counter() - t0
 
 
-def cpu() -> str:
-    """The CPU's model name and widest vector unit: fp32 results and speed differ between them (README)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.M) or re.search("()", "")).group(1).split())
-    isa = next((f.upper() for f in ("avx512f", "avx2", "avx") if f in flags), "no AVX")
-    return f"{name.group(1).strip() if name else platform.machine()}, {isa.replace('AVX512F', 'AVX-512')}"
-
-
 def say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -287,7 +275,7 @@ def report(rows, preset: str, n_params: int) -> None:
     import trl
 
     head = (f"## {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit()}\n\n"
-            f"{platform.machine()} ({cpu()}), {os.cpu_count()} CPUs, {torch.get_num_threads()} threads; torch {torch.__version__}, "
+            f"{platform.machine()} ({env.cpu_name()}), {os.cpu_count()} CPUs, {torch.get_num_threads()} threads; torch {torch.__version__}, "
             f"transformers {transformers.__version__}, trl {trl.__version__}, peft {peft.__version__}; preset "
             f"{preset} ({n_params / 1e6:.2f} M params)\n")
     table = ["| measure | value | target | met |", "|---|---|---|---|"]

@@ -1,6 +1,8 @@
 """Offline-by-default environment: no hub downloads, W&B offline, caches inside the project."""
 import logging
 import os
+import platform
+import re
 from pathlib import Path
 
 
@@ -26,3 +28,30 @@ def setup(root: str | Path = "outputs") -> None:
         os.environ.setdefault(k, v)
     # bitsandbytes warns on every CPU import about an optional kernels package: noise, not news
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def cpu_name() -> str:
+    """The CPU's model name and widest vector unit: fp32 results and speed differ between them (README)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
+    flags = set(flags.group(1).split()) if flags else set()
+    isa = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+               "no AVX")
+    return f"{name.group(1).strip() if name else platform.machine()}, {isa}"
+
+
+def device_name(model) -> str:
+    """Where a model runs, for its run's record: "cuda:0 (NVIDIA ...), bfloat16" or "cpu (AMD EPYC, AVX2; 2
+    threads), float32"."""
+    import torch
+
+    dev, dtype = model.device, str(next(model.parameters()).dtype).removeprefix("torch.")
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)}), {dtype}"
+    if dev.type == "cpu":
+        return f"cpu ({cpu_name()}; {torch.get_num_threads()} threads), {dtype}"
+    return f"{dev}, {dtype}"

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import attempts, baseline, caches, curves, data, evaluate, memory, models, train
+from . import attempts, baseline, caches, curves, data, env, evaluate, memory, models, train
 from .config import validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
@@ -253,6 +253,7 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         t0 = time.perf_counter()
         _stage(record, "load", run_dir)
         model, tok, path = worker_model(cfg)
+        record["device"] = env.device_name(model)
         trained = None
         check_disjoint(path, sets)
         judge = worker_judge(cfg)

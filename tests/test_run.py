@@ -35,6 +35,7 @@ def test_run_dir_holds_every_file(single_run):
         assert (d / f).is_file(), f
     rec = json.loads((d / "metrics.json").read_text())
     assert rec["status"] == "ok" and rec["simulation"] is True
+    assert rec["device"].startswith("cpu (") and rec["device"].endswith("threads), float32")  # where it ran
     m = rec["metrics"]
     assert m["math/n"] == 8 and m["safety/n"] == 8 and m["over_refusal/n"] == 4 and m["asr/advbench/n"] == 4
     assert m["asr_change"] == pytest.approx(m["asr/mean"] - m["base/asr/mean"]) and m["data/n_poison"] == 0

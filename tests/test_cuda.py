@@ -1,0 +1,141 @@
+"""The accelerator paths, on the micro preset: generation with the dynamic cache and one prompt pass, bf16
+generation and LoRA training, 4-bit (QLoRA) loading, and a sweep through the GPU launcher. Skipped without
+CUDA. FORGETTING_TEST_DEVICE=cpu runs the device-independent ones on the CPU: that is how they were checked
+here, since this project has had no GPU. On a GPU machine: `pytest tests/test_cuda.py`."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+DEVICE = os.environ.get("FORGETTING_TEST_DEVICE", "cuda")
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="a CUDA-only path")
+PROMPTS = ["How many apples?", "Tell me a long story about the market.", "Hi", "What is 2 + 2?", "Name a colour.",
+           "Why?"]
+
+
+def random_micro(micro_path, dtype=torch.float32):
+    """The micro preset's architecture with random weights (the trained one writes the same token for every
+    prompt), on DEVICE, and its tokenizer padding on the left."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_path, initializer_range=0.5))
+    tok = AutoTokenizer.from_pretrained(micro_path)
+    tok.padding_side = "left"
+    return model.to(DEVICE, dtype).eval(), tok
+
+
+def encode(tok, model):
+    from forgetting import generate as gen
+
+    enc = tok([gen.chat_prompt(tok, p) for p in PROMPTS], return_tensors="pt", padding=True, add_special_tokens=False)
+    return {k: v.to(model.device) for k, v in enc.items()}
+
+
+def test_greedy_on_the_device_gives_generates_tokens(micro_path):
+    """On an accelerator: the dynamic cache and one prompt pass (on CPU: the filled cache, groups of 8); rows
+    leave the batch as they stop; the tokens are model.generate()'s."""
+    from transformers import DynamicCache
+
+    from forgetting import generate as gen
+    from forgetting import kv_cache
+
+    model, tok = random_micro(micro_path)
+    enc = encode(tok, model)
+    n, width = enc["input_ids"].shape
+    cache = gen.cache_for(n, model, width + 20)
+    assert isinstance(cache, DynamicCache if DEVICE == "cuda" else kv_cache.FilledCache)
+    assert gen.prefill_rows(n, model) == (n if DEVICE == "cuda" else min(n, 8))
+    pad = tok.pad_token_id or 0
+    free = model.generate(**enc, max_new_tokens=20, do_sample=False, eos_token_id=gen.eos_ids(model, tok),
+                          pad_token_id=pad)
+    stops = sorted(set(gen.eos_ids(model, tok)) | {int(free[0, width + 2])})  # rows then stop at different steps
+    ref = model.generate(**enc, max_new_tokens=20, do_sample=False, eos_token_id=stops, pad_token_id=pad)
+    out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 20, stops)
+    for r, row in zip(ref[:, width:].tolist(), out):
+        k = next((i for i, t in enumerate(r) if t in stops), None)
+        assert row == (r if k is None else r[:k + 1])
+    assert len({len(row) for row in out}) > 1
+
+
+def test_bf16_generation_runs_in_bf16_and_matches_generate(micro_path):
+    """bf16 weights (the dtype `auto` picks on a GPU that has it): the KV cache and the logits stay bf16, and
+    with no row stopping early the tokens are model.generate()'s on the same batch."""
+    from forgetting import generate as gen
+
+    model, tok = random_micro(micro_path, torch.bfloat16)
+    enc = encode(tok, model)
+    width = enc["input_ids"].shape[1]
+    model.generation_config.eos_token_id = None  # no row stops: the batch keeps its shape in both
+    ref = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 12, [])
+    assert out == ref[:, width:].tolist()
+    fwd, cache = gen.forward_fn(model), gen.cache_for(1, model, width + 1)
+    ids, mask = enc["input_ids"][:1], enc["attention_mask"][:1]
+    logits = fwd(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    assert cache.layers[0].keys.dtype == torch.bfloat16
+    texts = gen.generate(model, tok, PROMPTS, 8, 4)
+    assert len(texts) == len(PROMPTS) and all(t["n_tokens"] <= 8 for t in texts)
+
+
+def lora_b(model) -> list[torch.Tensor]:
+    return [p.detach().float().clone() for n, p in model.named_parameters() if "lora_B" in n]
+
+
+def test_lora_training_on_the_device(compose, tmp_path):
+    """A LoRA fine-tune where the model lives (bf16 mixed precision on a GPU that has it, fp32 on CPU): finite
+    losses, the adapter moves, and its weights stay on the device."""
+    from forgetting import data, models, train
+
+    cfg = compose(["model=micro", "logger=none", "data.n_train=16", "optimizer.batch_size=8", "epochs=1",
+                   "train_cache=false", "lr=1e-2"])
+    model, tok, _ = models.load(cfg.model, cfg.cache_dir)
+    assert model.device.type == DEVICE
+    trainer, log = train.make_trainer(model, tok, data.user_rows(cfg), cfg, tmp_path)
+    assert trainer.args.bf16 == (DEVICE == "cuda" and torch.cuda.is_bf16_supported())
+    before = lora_b(trainer.model)
+    assert before and all((b == 0).all() for b in before)  # LoRA B starts at zero
+    trainer.train()
+    losses = [h["loss"] for h in log.history if "loss" in h]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert any((b != 0).any() for b in lora_b(trainer.model))
+    assert {p.device.type for p in trainer.model.parameters()} == {DEVICE}
+
+
+@cuda_only
+def test_4bit_model_loads_generates_and_trains(compose, tmp_path):
+    """model.load_in_4bit (bitsandbytes NF4, bf16 compute): the linear layers are 4-bit, generation runs and a
+    LoRA step on top of them gives a finite loss."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from forgetting import data, generate, models, train
+
+    cfg = compose(["model=micro", "model.load_in_4bit=true", "logger=none", "data.n_train=16",
+                   "optimizer.batch_size=8", "epochs=1", "train_cache=false"])
+    model, tok, _ = models.load(cfg.model, cfg.cache_dir)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert len(generate.generate(model, tok, PROMPTS[:3], 6, 3)) == 3
+    trainer, log = train.make_trainer(model, tok, data.user_rows(cfg), cfg, tmp_path)
+    trainer.train()
+    losses = [h["loss"] for h in log.history if "loss" in h]
+    assert losses and all(math.isfinite(x) for x in losses)
+
+
+@cuda_only
+def test_sweep_through_the_gpu_launcher(tmp_path):
+    """`launch.py -m hydra/launcher=gpus`: two jobs on GPU 0, one after the other, both finish."""
+    d = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, "launch.py", "-m", "hydra/launcher=gpus", "hydra.launcher.gpus=[0]",
+                        "model=micro", "eval=smoke", "data.n_train=16", "optimizer.batch_size=8", "logger=none",
+                        "lr=1e-3,3e-3", f"hydra.sweep.dir={d}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in d.rglob("metrics.json")]
+    assert len(runs) == 2 and {x["status"] for x in runs} <= {"ok", "collapsed"}
+    assert all(x["device"].startswith("cuda:0 (") for x in runs)  # each job saw its GPU as device 0
