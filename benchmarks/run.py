@@ -77,7 +77,8 @@ def batching(what: str, model, tok, prompts: list[str], max_new: int, batch: int
     decodes = n_b - sum(not g["stopped"] for g in g_b)  # one pass per new token after the first, stop included
     floor = (2 * body * prompt_tokens + 2 * (body + head.numel()) * decodes) / peak  # prefill: the last logits only
     return [(f"generation, {what}: batched ({batch}) vs one at a time ({same}/{len(prompts)} outputs identical)",
-             f"x{t_1 / t_b:.1f} ({n_b / t_b:.0f} vs {n_1 / t_1:.0f} tok/s)", ">= x8", t_1 / t_b >= 8),
+             f"x{t_1 / t_b:.1f} ({n_b / t_b:.0f} vs {n_1 / t_1:.0f} tok/s)", ">= x8, outputs identical",
+             t_1 / t_b >= 8 and same == len(prompts)),
             (f"generation, {what}: the bound, one at a time vs the batch's FLOPs at the matmul peak",
              f"x{t_1 / floor:.1f} ({prompt_tokens} prompt + {n_b} new tokens: {floor * 1e3:.0f} ms at the peak, "
              f"{t_b * 1e3:.0f} ms measured = {floor / t_b:.0%} of it)", "", True)]
