@@ -45,11 +45,13 @@ def cpu_name() -> str:
 
 
 def device_name(model) -> str:
-    """Where a model runs, for its run's record: "cuda:0 (NVIDIA ...), bfloat16" or "cpu (AMD EPYC, AVX2; 2
-    threads), float32"."""
+    """Where a model runs, for its run's record: "cuda:0 (NVIDIA ...), bfloat16" (or 4-bit) or "cpu (AMD EPYC,
+    AVX2; 2 threads), float32"."""
     import torch
 
     dev, dtype = model.device, str(next(model.parameters()).dtype).removeprefix("torch.")
+    if getattr(model, "is_loaded_in_4bit", False):
+        dtype = "4-bit"
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)}), {dtype}"
     if dev.type == "cpu":

@@ -1,7 +1,7 @@
 """The accelerator paths, on the micro preset: generation with the dynamic cache and one prompt pass, bf16
 generation and LoRA training, 4-bit (QLoRA) loading, and a sweep through the GPU launcher. Skipped without
-CUDA. FORGETTING_TEST_DEVICE=cpu runs the device-independent ones on the CPU: that is how they were checked
-here, since this project has had no GPU. On a GPU machine: `pytest tests/test_cuda.py`."""
+CUDA. FORGETTING_TEST_DEVICE=cpu runs all but the launcher's on the CPU: that is how they were checked here,
+since this project has had no GPU. On a GPU machine: `pytest tests/test_cuda.py`."""
 import json
 import math
 import os
@@ -110,17 +110,17 @@ def test_lora_training_on_the_device(compose, tmp_path):
     assert {p.device.type for p in trainer.model.parameters()} == {DEVICE}
 
 
-@cuda_only
 def test_4bit_model_loads_generates_and_trains(compose, tmp_path):
     """model.load_in_4bit (bitsandbytes NF4, bf16 compute): the linear layers are 4-bit, generation runs and a
     LoRA step on top of them gives a finite loss."""
     bnb = pytest.importorskip("bitsandbytes")
-    from forgetting import data, generate, models, train
+    from forgetting import data, env, generate, models, train
 
     cfg = compose(["model=micro", "model.load_in_4bit=true", "logger=none", "data.n_train=16",
                    "optimizer.batch_size=8", "epochs=1", "train_cache=false"])
     model, tok, _ = models.load(cfg.model, cfg.cache_dir)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert env.device_name(model).startswith(DEVICE) and env.device_name(model).endswith(", 4-bit")
     assert len(generate.generate(model, tok, PROMPTS[:3], 6, 3)) == 3
     trainer, log = train.make_trainer(model, tok, data.user_rows(cfg), cfg, tmp_path)
     trainer.train()
