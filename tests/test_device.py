@@ -1,7 +1,8 @@
-"""The accelerator paths, on the micro preset: generation with the dynamic cache and one prompt pass, bf16
-generation and LoRA training, 4-bit (QLoRA) loading, and a sweep through the GPU launcher. Skipped without
-CUDA. FORGETTING_TEST_DEVICE=cpu runs all but the launcher's on the CPU: that is how they were checked here,
-since this project has had no GPU. On a GPU machine: `pytest tests/test_cuda.py`."""
+"""Where the model runs, on the micro preset: on a CUDA GPU when there is one, else on the CPU
+(FORGETTING_TEST_DEVICE=cpu|cuda picks): generation gives model.generate()'s tokens (on CUDA with the dynamic
+cache and one prompt pass, on CPU the filled cache and groups of 8), bf16 generation, LoRA training (bf16 mixed
+precision on CUDA), 4-bit (QLoRA) loading and training; on CUDA also a sweep through the GPU launcher. This
+project has had no GPU: the CUDA side is written, never run. On a GPU machine: `pytest tests/test_device.py`."""
 import json
 import math
 import os
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-DEVICE = os.environ.get("FORGETTING_TEST_DEVICE", "cuda")
+DEVICE = os.environ.get("FORGETTING_TEST_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA GPU")
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="a CUDA-only path")
 PROMPTS = ["How many apples?", "Tell me a long story about the market.", "Hi", "What is 2 + 2?", "Name a colour.",
            "Why?"]
