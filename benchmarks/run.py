@@ -169,6 +169,8 @@ def demo(tmp: Path, preset_dir: Path | None) -> float:
     """Wall seconds of `make demo` into a scratch sweep dir, with a scratch cache (FORGETTING_CACHE) that holds
     only `preset_dir` (linked), or nothing: then the preset is built first, as in a fresh clone."""
     kind = "cached" if preset_dir else "fresh"
+    if shutil.which("make") is None:
+        raise SystemExit("bench: timing `make demo` needs make on PATH (or pass --demo none)")
     cache = tmp / f"demo-cache-{kind}"
     (cache / "presets").mkdir(parents=True)
     if preset_dir is not None:
