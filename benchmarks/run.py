@@ -257,9 +257,7 @@ def main():
                      (s["model_loads"], s["base_evals"], s["judge_builds"]) == (1, 1, 1)))
     if a.demo != "none":
         tiny = compose(["model=tiny", "logger=none"])
-        tiny_dir = Path(models.resolve_path(tiny.model, tiny.cache_dir))
-        if not tiny_dir.is_dir():
-            models.load(tiny.model, tiny.cache_dir)  # builds it
+        tiny_dir = Path(models.resolve_path(tiny.model, tiny.cache_dir))  # built first if it is not cached
         for kind, limit in (("cached", 240), ("fresh", 480)):
             if a.demo in (kind, "both"):
                 t = demo(tmp, tiny_dir if kind == "cached" else None)

@@ -44,3 +44,21 @@ def micro_path() -> Path:
 
     recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/micro.yaml").build, resolve=True)
     return Path(build(recipe, Path(os.environ["FORGETTING_CACHE"]) / "presets"))
+
+
+@pytest.fixture
+def random_micro(micro_path):
+    """random_micro(device, dtype) → (model, tokenizer): the micro preset's architecture with random weights
+    (seed 0, initializer_range 0.5: the trained micro model writes the same token for every prompt), in eval
+    mode, its tokenizer padding on the left."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    def make(device: str = "cpu", dtype=None):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_path, initializer_range=0.5))
+        tok = AutoTokenizer.from_pretrained(micro_path)
+        tok.padding_side = "left"
+        return model.to(device, dtype or torch.float32).eval(), tok
+
+    return make

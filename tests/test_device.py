@@ -1,8 +1,8 @@
 """Where the model runs, on the micro preset: on a CUDA GPU when there is one, else on the CPU
-(FORGETTING_TEST_DEVICE=cpu|cuda picks): generation gives model.generate()'s tokens (on CUDA with the dynamic
-cache and one prompt pass, on CPU the filled cache and groups of 8), bf16 generation, LoRA training (bf16 mixed
-precision on CUDA), 4-bit (QLoRA) loading and training; on CUDA also a sweep through the GPU launcher. This
-project has had no GPU: the CUDA side is written, never run. On a GPU machine: `pytest tests/test_device.py`."""
+(FORGETTING_TEST_DEVICE=cpu|cuda picks): bf16 generation, LoRA training (bf16 mixed precision on CUDA), 4-bit
+(QLoRA) loading and training; on CUDA only, generation with the dynamic cache and one prompt pass (model.generate()'s
+tokens) and a sweep through the GPU launcher. This project has had no GPU: the CUDA side is written, never run.
+On a GPU machine: `pytest tests/test_device.py`."""
 import json
 import math
 import os
@@ -21,18 +21,6 @@ PROMPTS = ["How many apples?", "Tell me a long story about the market.", "Hi", "
            "Why?"]
 
 
-def random_micro(micro_path, dtype=torch.float32):
-    """The micro preset's architecture with random weights (the trained one writes the same token for every
-    prompt), on DEVICE, and its tokenizer padding on the left."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_path, initializer_range=0.5))
-    tok = AutoTokenizer.from_pretrained(micro_path)
-    tok.padding_side = "left"
-    return model.to(DEVICE, dtype).eval(), tok
-
-
 def encode(tok, model):
     from forgetting import generate as gen
 
@@ -40,20 +28,18 @@ def encode(tok, model):
     return {k: v.to(model.device) for k, v in enc.items()}
 
 
-def test_greedy_on_the_device_gives_generates_tokens(micro_path):
-    """On an accelerator: the dynamic cache and one prompt pass (on CPU: the filled cache, groups of 8); rows
-    leave the batch as they stop; the tokens are model.generate()'s."""
+@cuda_only
+def test_greedy_on_the_gpu_gives_generates_tokens(random_micro):
+    """On CUDA: the dynamic cache and one prompt pass; rows leave the batch as they stop; the tokens are
+    model.generate()'s (on CPU: test_generate_stop.test_dropping_finished_rows_gives_transformers_greedy_output)."""
     from transformers import DynamicCache
 
     from forgetting import generate as gen
-    from forgetting import kv_cache
 
-    model, tok = random_micro(micro_path)
+    model, tok = random_micro(DEVICE)
     enc = encode(tok, model)
     n, width = enc["input_ids"].shape
-    cache = gen.cache_for(n, model, width + 20)
-    assert isinstance(cache, DynamicCache if DEVICE == "cuda" else kv_cache.FilledCache)
-    assert gen.prefill_rows(n, model) == (n if DEVICE == "cuda" else min(n, 8))
+    assert isinstance(gen.cache_for(n, model, width + 20), DynamicCache) and gen.prefill_rows(n, model) == n
     pad = tok.pad_token_id or 0
     free = model.generate(**enc, max_new_tokens=20, do_sample=False, eos_token_id=gen.eos_ids(model, tok),
                           pad_token_id=pad)
@@ -66,12 +52,12 @@ def test_greedy_on_the_device_gives_generates_tokens(micro_path):
     assert len({len(row) for row in out}) > 1
 
 
-def test_bf16_generation_runs_in_bf16_and_matches_generate(micro_path):
+def test_bf16_generation_runs_in_bf16_and_matches_generate(random_micro):
     """bf16 weights (the dtype `auto` picks on a GPU that has it): the KV cache and the logits stay bf16, and
     with no row stopping early the tokens are model.generate()'s on the same batch."""
     from forgetting import generate as gen
 
-    model, tok = random_micro(micro_path, torch.bfloat16)
+    model, tok = random_micro(DEVICE, torch.bfloat16)
     enc = encode(tok, model)
     width = enc["input_ids"].shape[1]
     model.generation_config.eos_token_id = None  # no row stops: the batch keeps its shape in both

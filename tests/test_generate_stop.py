@@ -61,18 +61,15 @@ def test_batched_generation_with_the_static_cache_matches_one_at_a_time(micro_pa
     assert sum(g["n_tokens"] for g in batched) > 0
 
 
-def test_filled_cache_attends_to_the_written_positions_only(micro_path, monkeypatch):
+def test_filled_cache_attends_to_the_written_positions_only(random_micro, monkeypatch):
     """A batch's preallocated cache hands attention the positions written so far, not its whole buffer
     (StaticCache's): the keys grow by one per step, and the tokens equal StaticCache's and model.generate()'s."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, StaticCache
+    from transformers import StaticCache
 
     from forgetting import generate as gen
     from forgetting import kv_cache
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_path, initializer_range=0.5)).eval()
-    tok = AutoTokenizer.from_pretrained(micro_path)
-    tok.padding_side = "left"
+    model, tok = random_micro()
     enc = tok([gen.chat_prompt(tok, p) for p in ["Hi", "Tell me a long story about the market.", "2 + 2"]],
               return_tensors="pt", padding=True, add_special_tokens=False)
     width, pad = enc["input_ids"].shape[1], tok.pad_token_id or 0
@@ -100,16 +97,11 @@ def test_filled_cache_attends_to_the_written_positions_only(micro_path, monkeypa
 
 
 @pytest.mark.parametrize("n_rows", [6, 3])
-def test_dropping_finished_rows_gives_transformers_greedy_output(micro_path, monkeypatch, n_rows):
+def test_dropping_finished_rows_gives_transformers_greedy_output(random_micro, monkeypatch, n_rows):
     """greedy() drops rows from the batch and its KV cache as they stop: the tokens are model.generate()'s."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     from forgetting import generate as gen
 
-    torch.manual_seed(0)  # random weights: the trained micro model writes the same token for every prompt
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_path, initializer_range=0.5)).eval()
-    tok = AutoTokenizer.from_pretrained(micro_path)
-    tok.padding_side = "left"
+    model, tok = random_micro()
     texts = [gen.chat_prompt(tok, p) for p in ["How many apples?", "Tell me a long story about the market.", "Hi",
                                                 "What is 2 + 2?", "Name a colour.", "Why?"]][:n_rows]
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -164,17 +156,12 @@ def test_greedy_runs_models_without_logits_to_keep(micro_path):
         gen.greedy(inner, enc["input_ids"], enc["attention_mask"], 6, stops)
 
 
-def test_grouped_prefill_cuts_the_padding_and_keeps_every_token(micro_path, monkeypatch):
+def test_grouped_prefill_cuts_the_padding_and_keeps_every_token(random_micro, monkeypatch):
     """On CPU the prompt pass runs in groups of 8 length-sorted rows, each cut to its own longest prompt:
     the short group's pass is narrower than the batch, and the tokens are model.generate()'s."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     from forgetting import generate as gen
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(micro_path, initializer_range=0.5)).eval()
-    tok = AutoTokenizer.from_pretrained(micro_path)
-    tok.padding_side = "left"
+    model, tok = random_micro()
     prompts = ["Hi", "Why?", "2 + 2", "Name it.", "A colour?", "How many?", "Count to three.", "Say yes.",
                "Tell me a long story about the market and the people who sell apples there every day.",
                "What is the sum of all the numbers from one to one hundred, written out in words?",
