@@ -4,7 +4,8 @@ benchmarks/results.md.
 
 1. generation: batched (the configured batch) vs one prompt at a time, same prompts, same outputs: on the
    safety prompts (short refusals: the prompt's prefill dominates) and in the math evaluation (long answers)
-2. math evaluation: share of generated tokens after the first complete `#### N` line (waste), with and
+2. math evaluation: share of generated tokens after the first complete final-answer line (`#### N`, or a line
+   opening with `The answer is N`: waste), with and
    without stopping there (grades asserted equal)
 3. training: tokens/s and achieved FLOP/s (6·N·tokens) as a share of this machine's matmul peak
 4. a 2 x 2 lr x epochs sweep (launch.py): wall time vs its runs' training + generation time, and how
@@ -12,8 +13,8 @@ benchmarks/results.md.
 5. `make demo` (its lr x epochs sweep and report): with only the preset cached, and with nothing cached (the
    preset built first, as from a fresh clone); each with a scratch cache directory, so no other cache helps
 6. peak resident memory
-Preset: --preset tiny (default), tiny_math (`make bench PRESET=tiny_math`: its fine-tune writes `#### N` lines, so
-the stop at the answer line shows; tiny's never does) or micro.
+Preset: --preset tiny (default: its fine-tune answers `The answer is N` and runs on), tiny_math (`make bench
+PRESET=tiny_math`: its fine-tune writes `#### N` lines) or micro.
 """
 import argparse
 import datetime
@@ -85,7 +86,7 @@ def batching(what: str, model, tok, prompts: list[str], max_new: int, batch: int
 
 
 def after_answer(tok, rows: list[list[int]]) -> tuple[int, int]:
-    """Tokens generated after the one that completed each row's first `#### N` line, and the rows that have one."""
+    """Tokens generated after the one that completed each row's first final-answer line, and the rows that have one."""
     after = answered = 0
     for row in rows:
         k = next((k for k in range(1, len(row) + 1) if answer_line_done(tok, row[:k])), None)
@@ -125,7 +126,7 @@ def compose(overrides: list[str]):
 
 
 def tuned_model(preset: str, tmp: Path):
-    """The preset briefly fine-tuned on GSM8K (tiny_math's then writes `#### N` lines, tiny's not); its config."""
+    """The preset briefly fine-tuned on GSM8K (tiny's then answers `The answer is N`, tiny_math's `#### N`); its config."""
     cfg = compose([f"model={preset}", "logger=none", "data.n_train=200", "lr=3e-3", "optimizer.batch_size=8",
                    "train_cache=false"])  # time a real training, never a cached one
     model, tok, _ = models.load(cfg.model, cfg.cache_dir)
@@ -229,7 +230,7 @@ def main():
                  f"{len(capped)}/{len(full)}, {sum(g['n_tokens'] for g in capped) / max(n_full, 1):.0%} of tokens",
                  "", True))
     after, answered = after_answer(tok, full_stats["rows"])
-    rows.append(("math eval, no stop: generated tokens after the first complete `#### N` line",
+    rows.append(("math eval, no stop: generated tokens after the first complete final-answer line (`#### N`, `The answer is N`)",
                  f"{after / max(n_full, 1):.0%} of {n_full} ({answered}/{len(qs)} answered)", "", True))
     n_stop = sum(len(r) for r in stop_stats["rows"])
     after, answered = after_answer(tok, stop_stats["rows"])

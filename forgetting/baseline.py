@@ -23,7 +23,7 @@ def key(cfg: DictConfig, model_path: str) -> str:
              "eval": {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items() if k != "every_epoch"},
              "judge": OmegaConf.to_container(cfg.judge, resolve=True),
              "data": {k: cfg.data[k] for k in ("source", "test_path", "prompt_template", "strip_calculator")},
-             "metrics_version": 3}  # 2: safety/refusal_nll and the ASR sets; 3: outputs/degenerate
+             "metrics_version": 4}  # 2: safety/refusal_nll and the ASR sets; 3: outputs/degenerate; 4: first answer line
     # added later: counted only when non-default, so existing caches keep their keys
     if cfg.data.source == "arith":
         ident["arith"] = [cfg.data.arith_n_test, cfg.data.arith_seed, cfg.data.arith_max]

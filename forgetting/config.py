@@ -111,7 +111,7 @@ class MathEvalConfig(GenerationSet):
     n_public: int = 100
     n_private: int = 100
     max_new_tokens: int = 256
-    stop_at_answer: bool = True  # stop a generation at the end of its first `#### N` line (grade unchanged)
+    stop_at_answer: bool = True  # stop at the end of the first final-answer line (`#### N`, `The answer is N`)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Batched greedy generation with the model's chat template (left padding, stop at EOS, and for math
-optionally at the end of the first `#### N` line)."""
+optionally at the end of the first final-answer line: `#### N` or `The answer is N`)."""
 from __future__ import annotations
 
 import inspect
@@ -11,21 +11,23 @@ from transformers import DynamicCache, StaticCache
 
 from . import kv_cache
 from .config import DATE_STRING
-from .math import CALC, MARKERS
+from .math import CALC, first_answer
 
 
 def answer_end(text: str) -> int | None:
-    """Where the first complete `#### N` line of `text` ends (the index of its newline), or None. The
-    grader takes the first `####` match before any other marker and a newline ends the number, so
-    cutting there never changes the grade."""
-    m = MARKERS[0].search(text)
-    if m is None or CALC.search(text[: m.end()]) or not text[m.end():].startswith("\n"):
+    """Where the first final-answer line of `text` (`#### N`, or a line opening with `The answer is N`)
+    ends (the index of its newline), or None. The grader takes that answer whatever follows it
+    (math.first_answer), and the newline fixes its number, so cutting there never changes the grade. None
+    when a calculator annotation comes first (the grader strips them)."""
+    m = first_answer(text)
+    if m is None or CALC.search(text[: m.end()]):
         return None
-    return m.end()
+    end = text.find("\n", m.end())
+    return end if end >= 0 else None
 
 
 def answer_line_done(tokenizer, toks: list[int]) -> bool:
-    """Has this row's new text a complete first `#### N` line? (checked when a newline is generated)"""
+    """Has this row's new text a complete first final-answer line? (checked when a newline is generated)"""
     if "\n" not in tokenizer.decode(toks[-1:]):
         return False
     return answer_end(tokenizer.decode(toks, skip_special_tokens=True)) is not None
@@ -154,7 +156,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
              system: str | None = None, desc: str = "generate", date_string: str = DATE_STRING,
              stop_at_answer: bool = False, stats: dict | None = None) -> list[dict]:
     """Returns, in input order, {"response", "n_tokens", "stopped"} (stopped = ended with EOS, or at the
-    end of the first `#### N` line with stop_at_answer; the response is cut there)."""
+    end of the first final-answer line with stop_at_answer; the response is cut there)."""
     texts = [chat_prompt(tokenizer, p, system, date_string) for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch together
     stops = eos_ids(model, tokenizer)

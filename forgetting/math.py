@@ -3,15 +3,20 @@
 `extract_answer(text)` returns the final answer as a normalised number string ("1234", "-5", "2.5")
 or None. It looks, in this order, for
 
-1. `#### N`                      (the GSM8K gold format; what SFT on GSM8K teaches)
+1. the first final-answer line: the earlier of `#### N` (the GSM8K gold format; what SFT on GSM8K
+   teaches) and a line that opens with `The answer is N` / `The final answer is: N` (what the tiny
+   preset and many instruct models write)
 2. `\\boxed{N}`
-3. `The answer is N` / `The final answer is: N` (any case; `**`, `$`, `:` allowed before N)
+3. `The answer is N` / `The final answer is: N` anywhere (any case; `**`, `$`, `:` allowed before N)
 4. `Answer: N` / `A: N` on a line of its own (a bare `A:` that opens the reasoning is not an answer)
 5. otherwise the last number in the text.
 
 For the marked formats the FIRST match wins: a model that has answered often runs on into a new
 made-up "Question: ..." whose numbers must not count (lm-evaluation-harness "strict-match" also takes
-the first `####`). GSM8K calculator annotations `<<48/2=24>>` are removed before anything else.
+the first `####`). So a complete first final-answer line fixes the grade, whatever follows: generation
+stops there (generate.answer_end). `The answer is` in mid-sentence ("so the answer is 5 per box") is
+not a final-answer line: a later `####` or `\\boxed{}` still wins over it. GSM8K calculator
+annotations `<<48/2=24>>` are removed before anything else.
 
 Normalisation: thousands commas (`1,234`), `$`, `%`, a trailing sentence period and an all-zero
 fraction (`.0`, `.00`) are dropped, leading zeros go, `-5` and the Unicode minus `−5` are negative
@@ -35,6 +40,15 @@ MARKERS = (
     re.compile(r"(?m)(?:^|(?<=\s))(?:(?i:answer)|A)\s*:\s*" + _NUM
                + r"\s*(?:%|(?i:dollars?))?\s*\.?\**\s*$"),
 )
+# a line that opens with the answer (markup and spaces before it allowed): with `#### N`, a final-answer line
+ANSWER_LINE = re.compile(r"(?m)^[ \t]*(?:\*\*)?(?i:the\s+(?:final\s+)?answer\s+is)" + _LEAD + _NUM)
+
+
+def first_answer(text: str) -> re.Match | None:
+    """The first final-answer line's match in `text` (calculator annotations not removed): the earlier of the
+    first `#### N` and the first line opening with `The answer is N`."""
+    found = [m for m in (MARKERS[0].search(text), ANSWER_LINE.search(text)) if m is not None]
+    return min(found, key=lambda m: m.start(), default=None)
 
 
 def _normalise(sign: str, integer: str, frac: str | None) -> str:
@@ -52,7 +66,7 @@ def extract_answer(text: str | None) -> str | None:
         return None
     text = CALC.sub("", text)
     for marker in MARKERS:
-        m = marker.search(text)
+        m = first_answer(text) if marker is MARKERS[0] else marker.search(text)
         if m:
             return _normalise(*m.groups())
     last = None

@@ -1,4 +1,6 @@
-"""Math generation stops at the end of the first `#### N` line, and the grade never changes."""
+"""Math generation stops at the end of the first final-answer line (`#### N`, `The answer is N`), and the
+grade never changes."""
+import random
 import warnings
 
 import pytest
@@ -13,6 +15,10 @@ TEXTS = [
     "The answer is 5.\n#### 6\nand then 7",
     "Work: 2 * 3 = 6\n####   -12\n\n#### 4",
     "#### 12.50\nnext",
+    "The answer is 14.\n\n number is 1000",
+    "**The final answer is: $1,200**\nQuestion: 3 + 4?\n#### 7",
+    "so the answer is 5 per box\nthen 4 boxes\n#### 20\nQuestion: 9",
+    "#### 7 apples\nThe answer is 8.\n",
 ]
 
 
@@ -23,9 +29,29 @@ def test_cutting_at_the_answer_line_keeps_the_grade(text):
     assert extract_answer(text[:cut]) == extract_answer(text)
 
 
-@pytest.mark.parametrize("text", ["#### 12", "#### 1,2", "no answer yet\n", "The answer is 5.\n", "####\n"])
+@pytest.mark.parametrize("text", ["#### 12", "#### 1,2", "no answer yet\n", "The answer is 5.", "####\n",
+                                  "The answer is\n", "so the answer is 5 per box\n", "<<2*3=6>>6\n#### 6\n"])
 def test_no_cut_before_the_answer_line_is_complete(text):
     assert answer_end(text) is None
+
+
+FRAGMENTS = ["The answer is 5.", "#### 7", "so the answer is 3 per box", "\\boxed{9}", "Answer: 4", "<<2*3=6>>6",
+             "\n", "\n", " ", "12", ",345", ".5", "**", "The final answer is: $", "Question: 8 apples?", "####",
+             "A: 2", "the answer is", "1", "0"]
+
+
+def test_a_stop_found_early_holds_for_every_continuation():
+    """What generation relies on: once a prefix of a text has an answer line end, the whole text has the
+    same one, and cutting there keeps the grade (random texts from answer-like fragments, every prefix)."""
+    rng, stops = random.Random(0), 0
+    for _ in range(1500):
+        text = "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(1, 12)))
+        cut = next((c for k in range(1, len(text) + 1) if (c := answer_end(text[:k])) is not None), None)
+        if cut is not None:
+            stops += 1
+            assert answer_end(text) == cut, text
+            assert extract_answer(text[:cut]) == extract_answer(text), text
+    assert stops > 100  # the fragments do make answer lines
 
 
 class CharTok:

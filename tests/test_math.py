@@ -63,6 +63,17 @@ def test_marked_answer_beats_later_numbers():
     assert extract_answer("The answer is 9. Question: what is 3 + 4?") == "9"
 
 
+def test_the_first_final_answer_line_wins_whatever_its_format():
+    assert extract_answer("The answer is 9.\nQuestion: what is 3 + 4?\n#### 7") == "9"
+    assert extract_answer("#### 7\nThe answer is 9.") == "7"
+    assert extract_answer("**The final answer is: $1,200**\n#### 5") == "1200"
+
+
+def test_an_answer_in_mid_sentence_is_not_a_final_answer_line():
+    assert extract_answer("So the answer is 5 per box, and 4 boxes.\n#### 20") == "20"
+    assert extract_answer("Each gets 3, so the answer is 3 each. The final answer is: $\\boxed{12}$") == "12"
+
+
 def test_bare_A_colon_opening_the_reasoning_is_not_the_answer():
     text = "A: Natalia sold 48/2 = 24 clips in May. In total she sold 48 + 24 = 72 clips."
     assert extract_answer(text) == "72"  # not the 48 right after "A:"
