@@ -9,24 +9,40 @@ from transformers.cache_utils import Cache, StaticLayer
 
 
 class FilledLayer(StaticLayer):
-    """A StaticLayer (same buffers, in-place writes) that returns, and masks, only its first `filled` positions."""
+    """A StaticLayer (one buffer per row, written in place) that returns, and masks, only its first `filled`
+    positions. Its own allocation and writes: the buffer is left uninitialised (never read past `filled`; zeroing
+    it was 2.5 % of a safety-prompt batch) and written by slice with a Python position (StaticLayer's index_copy_
+    with a tensor position is a few more ops per layer and step)."""
 
     is_compileable = False  # the returned views change shape at every step
+    is_croppable = False
 
     def __init__(self, max_cache_len: int, **kwargs):
         super().__init__(max_cache_len, **kwargs)
         self.filled = 0  # a Python int: cumulative_length is a tensor, reading it would be a sync per layer
 
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        b, h = key_states.shape[:2]
+        self.keys = key_states.new_empty((b, h, self.max_cache_len, key_states.shape[-1]))
+        self.values = value_states.new_empty((b, h, self.max_cache_len, value_states.shape[-1]))
+        self.is_initialized = True
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        keys, values = super().update(key_states, value_states, *args, **kwargs)
-        self.filled += key_states.shape[-2]
-        return keys[:, :, :self.filled], values[:, :, :self.filled]
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, self.filled = self.filled, self.filled + key_states.shape[-2]
+        self.keys[:, :, start:self.filled] = key_states
+        self.values[:, :, start:self.filled] = value_states
+        return self.keys[:, :, :self.filled], self.values[:, :, :self.filled]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.filled + query_length, 0
 
+    def get_seq_length(self) -> int:
+        return self.filled
+
     def reset(self) -> None:
-        super().reset()
         self.filled = 0
 
 
