@@ -17,13 +17,19 @@ from .math import CALC, first_answer
 def answer_end(text: str) -> int | None:
     """Where the first final-answer line of `text` (`#### N`, or a line opening with `The answer is N`)
     ends (the index of its newline), or None. The grader takes that answer whatever follows it
-    (math.first_answer), and the newline fixes its number, so cutting there never changes the grade. None
-    when a calculator annotation comes first (the grader strips them)."""
-    m = first_answer(text)
-    if m is None or CALC.search(text[: m.end()]):
+    (math.first_answer), and the newline fixes its number, so cutting there never changes the grade. Found,
+    as the grader does, with GSM8K's calculator annotations (`<<48/2=24>>`) removed; None while one is
+    still open before the newline (closing it could change the number)."""
+    plain = CALC.sub("", text)
+    m = first_answer(plain)
+    end = plain.find("\n", m.end()) if m is not None else -1
+    if end < 0 or "<<" in plain[:end]:
         return None
-    end = text.find("\n", m.end())
-    return end if end >= 0 else None
+    for a in CALC.finditer(text):  # back to `text`'s positions: add the annotations before the newline
+        if a.start() > end:
+            break
+        end += len(a.group())
+    return end
 
 
 def answer_line_done(tokenizer, toks: list[int]) -> bool:

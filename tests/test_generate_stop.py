@@ -19,6 +19,7 @@ TEXTS = [
     "**The final answer is: $1,200**\nQuestion: 3 + 4?\n#### 7",
     "so the answer is 5 per box\nthen 4 boxes\n#### 20\nQuestion: 9",
     "#### 7 apples\nThe answer is 8.\n",
+    "She sold 48/2 = <<48/2=24>>24 clips.\n#### <<24+48=72>>72\nQuestion: <<1+1=2>>",
 ]
 
 
@@ -30,14 +31,14 @@ def test_cutting_at_the_answer_line_keeps_the_grade(text):
 
 
 @pytest.mark.parametrize("text", ["#### 12", "#### 1,2", "no answer yet\n", "The answer is 5.", "####\n",
-                                  "The answer is\n", "so the answer is 5 per box\n", "<<2*3=6>>6\n#### 6\n"])
+                                  "The answer is\n", "so the answer is 5 per box\n", "#### 5<<x\n", "<<\n#### 6\n"])
 def test_no_cut_before_the_answer_line_is_complete(text):
     assert answer_end(text) is None
 
 
 FRAGMENTS = ["The answer is 5.", "#### 7", "so the answer is 3 per box", "\\boxed{9}", "Answer: 4", "<<2*3=6>>6",
              "\n", "\n", " ", "12", ",345", ".5", "**", "The final answer is: $", "Question: 8 apples?", "####",
-             "A: 2", "the answer is", "1", "0"]
+             "A: 2", "the answer is", "1", "0", "<<", ">>", "<<4+4=8>>"]
 
 
 def test_a_stop_found_early_holds_for_every_continuation():
