@@ -9,7 +9,7 @@ from transformers.cache_utils import Cache, StaticLayer
 
 
 class FilledLayer(StaticLayer):
-    """A StaticLayer (one buffer per row, written in place) that returns, and masks, only its first `filled`
+    """A StaticLayer (preallocated, written in place) that returns, and masks, only its first `filled`
     positions. Its own allocation and writes: the buffer is left uninitialised (never read past `filled`; zeroing
     it was 2.5 % of a safety-prompt batch) and written by slice with a Python position (StaticLayer's index_copy_
     with a tensor position is a few more ops per layer and step)."""

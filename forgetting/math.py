@@ -45,8 +45,8 @@ ANSWER_LINE = re.compile(r"(?m)^[ \t]*(?:\*\*)?(?i:the\s+(?:final\s+)?answer\s+i
 
 
 def first_answer(text: str) -> re.Match | None:
-    """The first final-answer line's match in `text` (calculator annotations not removed): the earlier of the
-    first `#### N` and the first line opening with `The answer is N`."""
+    """The first final-answer line's match in `text` (calculator annotations already removed): the earlier of
+    the first `#### N` and the first line opening with `The answer is N`."""
     found = [m for m in (MARKERS[0].search(text), ANSWER_LINE.search(text)) if m is not None]
     return min(found, key=lambda m: m.start(), default=None)
 
