@@ -195,6 +195,7 @@ def main():
     ap.add_argument("--no-sweep", action="store_true", help="skip the 2 x 2 sweep (minutes)")
     ap.add_argument("--demo", choices=["both", "cached", "fresh", "none"], default="both",
                     help="time `make demo` with the preset cached (minutes) and/or from nothing (the preset build too)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.md", help="the results file appended to")
     a = ap.parse_args()
     if a.demo != "none" and shutil.which("make") is None:  # found now, not after minutes of measuring
         raise SystemExit("bench: timing `make demo` needs make on PATH (or pass --demo none)")
@@ -267,11 +268,11 @@ def main():
                 rows.append((what, f"{t // 60:.0f} min {t % 60:02.0f} s", f"<= {limit // 60} min", t <= limit))
     rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     rows.append(("peak resident memory (this process / the sweep's)", f"{rss / 1024:.0f} MiB", "", True))
-    report(rows, a.preset, n_params)
+    report(rows, a.preset, n_params, a.out)
     shutil.rmtree(tmp, ignore_errors=True)  # scratch runs, caches and a preset build (tens of MB)
 
 
-def report(rows, preset: str, n_params: int) -> None:
+def report(rows, preset: str, n_params: int, out: Path) -> None:
     import peft
     import transformers
     import trl
@@ -284,7 +285,6 @@ def report(rows, preset: str, n_params: int) -> None:
     table += [f"| {w} | {v} | {t} | {'yes' if ok else 'no'} |" if t else f"| {w} | {v} | | |" for w, v, t, ok in rows]
     text = head + "\n" + "\n".join(table) + "\n"
     print(text)
-    out = ROOT / "benchmarks" / "results.md"
     if not out.exists():
         out.write_text("# `make bench` results (appended by benchmarks/run.py)\n\n")
     with open(out, "a", encoding="utf-8") as f:
