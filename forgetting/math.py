@@ -65,14 +65,11 @@ def extract_answer(text: str | None) -> str | None:
     if not text:
         return None
     text = CALC.sub("", text)
-    for marker in MARKERS:
-        m = first_answer(text) if marker is MARKERS[0] else marker.search(text)
-        if m:
-            return _normalise(*m.groups())
-    last = None
-    for last in NUM.finditer(text):
-        pass
-    return _normalise(*last.groups()) if last else None
+    m = first_answer(text) or next(filter(None, (marker.search(text) for marker in MARKERS[1:])), None)
+    if m is None:  # no marked answer: the last number
+        for m in NUM.finditer(text):
+            pass
+    return _normalise(*m.groups()) if m else None
 
 
 def is_correct(response: str, reference: str | int) -> bool:
