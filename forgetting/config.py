@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
 
@@ -131,9 +132,9 @@ class OverRefusalConfig(GenerationSet):
 @dataclass
 class HarmfulSetConfig(GenerationSet):
     """Any CSV / JSONL of harmful prompts: attack success rate = share judged unsafe."""
-    path: str = MISSING
+    path: str = MISSING  # CSV or JSONL
     prompt_column: str = "prompt"
-    n: int = 100
+    n: Optional[int] = None  # the first n in a seeded order; None: every row
 
 
 @dataclass
@@ -141,7 +142,10 @@ class EvalConfig:
     math: MathEvalConfig = field(default_factory=MathEvalConfig)
     safety: SafetyEvalConfig = field(default_factory=SafetyEvalConfig)
     over_refusal: OverRefusalConfig = field(default_factory=OverRefusalConfig)
-    harmful_sets: Dict[str, HarmfulSetConfig] = field(default_factory=dict)  # ASR sets, by name
+    # ASR sets, by name; each entry is a HarmfulSetConfig, checked and completed by `validate`. Typed as Any:
+    # OmegaConf 2.3 cannot add a key to a struct Dict[str, <dataclass>], so `+eval.harmful_sets.mine.path=...`
+    # failed at compose time.
+    harmful_sets: Dict[str, Any] = field(default_factory=dict)
     every_epoch: bool = False  # also evaluate at the end of every epoch (forgetting curves in one run)
     system_prompt: Optional[str] = None
 
@@ -182,6 +186,22 @@ def register() -> None:
     cs.store(name="config_schema", node=Config)
 
 
+def complete_harmful_sets(cfg: DictConfig) -> None:
+    """Each `eval.harmful_sets` entry, typed against HarmfulSetConfig, with its defaults filled in place."""
+    for name in list(cfg.eval.harmful_sets):
+        given = cfg.eval.harmful_sets[name]
+        if not isinstance(given, DictConfig):
+            raise ConfigError(f"eval.harmful_sets.{name} must be a mapping (path, prompt_column, n, ...), got {given!r}")
+        try:
+            full = OmegaConf.merge(OmegaConf.structured(HarmfulSetConfig), given)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"eval.harmful_sets.{name}: {str(e).splitlines()[0]}") from None
+        if OmegaConf.is_missing(full, "path"):
+            raise ConfigError(f"eval.harmful_sets.{name}.path is required (a CSV or JSONL of harmful prompts)")
+        with open_dict(cfg):
+            cfg.eval.harmful_sets[name] = full
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks OmegaConf's types cannot express; one clear ConfigError each."""
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -220,8 +240,9 @@ def validate(cfg: DictConfig) -> None:
                           f"{cfg.memory.size}, {cfg.memory.keep!r}")
     if not cfg.method.get("name") or not cfg.method.get("_target_"):
         raise ConfigError("method needs a name and a _target_ (see conf/method/*.yaml)")
+    complete_harmful_sets(cfg)
     for name, h in cfg.eval.harmful_sets.items():
-        if h.n < 1:
+        if h.n is not None and h.n < 1:
             raise ConfigError(f"eval.harmful_sets.{name}.n must be >= 1, got {h.n}")
     sets = {"math": cfg.eval.math, "safety": cfg.eval.safety, "over_refusal": cfg.eval.over_refusal,
             **{f"harmful_sets.{k}": v for k, v in cfg.eval.harmful_sets.items()}}
@@ -230,7 +251,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"eval.{name}.batch_size and max_new_tokens must be >= 1, got "
                               f"{g.batch_size}, {g.max_new_tokens}")
         for key in ("n_public", "n_private", "n"):
-            if key in g and g[key] < 0:
+            if g.get(key) is not None and g[key] < 0:
                 raise ConfigError(f"eval.{name}.{key} must be >= 0, got {g[key]}")
     for name in ("math", "safety"):
         g = cfg.eval[name]

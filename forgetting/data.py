@@ -235,9 +235,10 @@ def ranked(rows: list[dict], seed: int, key: str = "prompt") -> list[dict]:
 
 
 def harmful_eval_set(hcfg) -> list[dict]:
-    """The held-out evaluation split of one `eval.harmful_sets` entry: the first n in a seeded order."""
+    """The held-out evaluation split of one `eval.harmful_sets` entry: the first n in a seeded order (every
+    row when n is None)."""
     rows = harmful(hcfg.path, hcfg.prompt_column)
-    if hcfg.n > len(rows):
+    if hcfg.n is not None and hcfg.n > len(rows):
         raise ConfigError(f"harmful set {hcfg.path} asks n={hcfg.n} but has {len(rows)} rows")
     return ranked(rows, hcfg.seed)[: hcfg.n]
 

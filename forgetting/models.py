@@ -71,7 +71,24 @@ def load(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache"):
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if model.device.type == "cpu":
+            pin_cpu_4bit_path(model)
     return model, tok, path
+
+
+def pin_cpu_4bit_path(model) -> int:
+    """One CPU path for 4-bit layers on every host. bitsandbytes (0.50) checks `has_avx512bf16()` when a
+    Linear4bit is built; on such CPUs an eval-mode, no-grad forward (any generation) repacks the weights in
+    place for its AVX-512 kernel. That repack needs in_features % 64 == 0 and out_features % 32 == 0 (the
+    micro preset's 32-wide layers fail it), and the packed layout stays: later training forwards run the
+    inference kernel, which passes no gradient to the layer's input, so LoRA layers below get none from
+    above. Pinned off, every host dequantizes as AVX2 hosts do. Returns the number of layers pinned."""
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 def _load_hint(path: str, err: Exception) -> str:

@@ -97,18 +97,28 @@ def test_lora_training_on_the_device(compose, tmp_path):
     assert {p.device.type for p in trainer.model.parameters()} == {DEVICE}
 
 
-def test_4bit_model_loads_generates_and_trains(compose, tmp_path):
+@pytest.mark.parametrize("avx512bf16", [False, True], ids=["avx2-path", "avx512bf16-path"])
+def test_4bit_model_loads_generates_and_trains(compose, tmp_path, monkeypatch, avx512bf16):
     """model.load_in_4bit (bitsandbytes NF4, bf16 compute): the linear layers are 4-bit, generation runs and a
-    LoRA step on top of them gives a finite loss."""
+    LoRA step on top of them gives a finite loss, whichever CPU path bitsandbytes would pick. Its Linear4bit
+    asks `has_avx512bf16()` when built (forced both ways here); on such a CPU an eval-mode forward repacks the
+    weights for an inference kernel that fails on 32-wide layers and passes no gradient to the layer's input.
+    models.load pins the plain path on CPU, so after generating, the layers still pass gradients."""
     bnb = pytest.importorskip("bitsandbytes")
     from forgetting import data, env, generate, models, train
 
+    monkeypatch.setattr(bnb.nn.modules, "has_avx512bf16", lambda: avx512bf16)
     cfg = compose(["model=micro", "model.load_in_4bit=true", "logger=none", "data.n_train=16",
                    "optimizer.batch_size=8", "epochs=1", "train_cache=false"])
     model, tok, _ = models.load(cfg.model, cfg.cache_dir)
-    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
-    assert env.device_name(model).startswith(DEVICE) and env.device_name(model).endswith(", 4-bit")
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and env.device_name(model).startswith(DEVICE) and env.device_name(model).endswith(", 4-bit")
     assert len(generate.generate(model, tok, PROMPTS[:3], 6, 3)) == 3
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    x = torch.randn(2, layers[0].in_features, device=model.device, requires_grad=True)
+    layers[0].train()
+    layers[0](x).float().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # the frozen 4-bit weight passes gradients on
     trainer, log = train.make_trainer(model, tok, data.user_rows(cfg), cfg, tmp_path)
     trainer.train()
     losses = [h["loss"] for h in log.history if "loss" in h]
