@@ -54,16 +54,27 @@ def test_greedy_on_the_gpu_gives_generates_tokens(random_micro):
 
 def test_bf16_generation_runs_in_bf16_and_matches_generate(random_micro):
     """bf16 weights (the dtype `auto` picks on a GPU that has it): the KV cache and the logits stay bf16, and
-    with no row stopping early the tokens are model.generate()'s on the same batch."""
+    with no row stopping early the tokens are model.generate()'s on the same batch. Two code paths round bf16
+    differently on different CPU kernels, so a row may part from generate()'s only where its top two logits
+    are within bf16 rounding of each other (random weights have such near-ties); it stops being compared there."""
     from forgetting import generate as gen
 
     model, tok = random_micro(DEVICE, torch.bfloat16)
     enc = encode(tok, model)
     width = enc["input_ids"].shape[1]
     model.generation_config.eos_token_id = None  # no row stops: the batch keeps its shape in both
-    ref = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    ref = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id,
+                         output_scores=True, return_dict_in_generate=True)
     out = gen.greedy(model, enc["input_ids"], enc["attention_mask"], 12, [])
-    assert out == ref[:, width:].tolist()
+    same = 0
+    for i, (row, want) in enumerate(zip(out, ref.sequences[:, width:].tolist())):
+        k = next((j for j, (a, b) in enumerate(zip(row, want)) if a != b), None)
+        if k is None:
+            same += 1
+            continue
+        top2 = ref.scores[k][i].float().topk(2).values
+        assert top2[0] - top2[1] <= 4 * 2 ** -8 * top2[0].abs().clamp(min=1), (i, k, top2)
+    assert same >= len(PROMPTS) - 1  # a near-tie is rare: most rows match generate() token for token
     fwd, cache = gen.forward_fn(model), gen.cache_for(1, model, width + 1)
     ids, mask = enc["input_ids"][:1], enc["attention_mask"][:1]
     logits = fwd(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
