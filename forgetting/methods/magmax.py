@@ -1,14 +1,14 @@
-"""MagMax (Marczak et al., 2024, "MagMax: leveraging model merging for seamless continual learning"). As in
-the paper every task vector is measured from the pre-trained (here: unaligned) weights θ_u: τ_align =
-θ_aligned − θ_u, τ_user = θ_tuned − θ_u = τ_align + Δ (Δ: the fine-tune's change, the LoRA delta or p − p_start).
-Per parameter entry the merge keeps the task vector of larger magnitude (ties: τ_align) and λ scales it:
-θ = θ_u + λ·maxmag(τ_align, τ_user). At λ = 1 every entry is the aligned or the fine-tuned value (copied);
-λ = 0 is the unaligned model. `method/user_share`: the share of trained entries (LoRA: the adapted layers)
-where τ_user won. Every parameter is merged; the untrained ones are θ_u + λ·τ_align.
+"""MagMax (Marczak et al., 2024, "MagMax: leveraging model merging for seamless continual learning").
+As in the paper every task vector is measured from the pre-trained (here: unaligned) weights θ_u:
+τ_align = θ_aligned − θ_u and τ_user = θ_tuned − θ_u = τ_align + Δ (Δ: the fine-tune's change, the LoRA
+delta or p − p_start). Per parameter entry the merge keeps the task vector of larger magnitude (ties:
+τ_align) and λ scales it: θ = θ_u + λ·maxmag(τ_align, τ_user). λ = 1: every entry is the aligned or the
+fine-tuned value (copied); λ = 0: the unaligned model. `method/user_share`: the share of trained entries
+(LoRA: the adapted layers') where τ_user won. Every parameter is merged (untrained ones: θ_u + λ·τ_align).
 Under LoRA the merged weight itself goes into the base layer and the adapter's scaling is set to 0 on the
-in-memory model (base − Δ + Δ in bf16 loses Δ to rounding): the saved adapter and the reused training
-(reuse.py) stay the plain fine-tune, and the merge is a function of θ_u, θ_aligned, that adapter and λ.
-Written here: PEFT's merge_utils has task arithmetic, TIES and DARE, but no max-magnitude selection."""
+in-memory model (a bf16 base holding merged − Δ would round at the scale of Δ); the saved adapter and the
+reused training (reuse.py) stay the plain fine-tune: the merge is a function of θ_u, θ_aligned, that
+adapter and λ. Written here: PEFT's merge_utils has task arithmetic, TIES and DARE, no max-magnitude."""
 from __future__ import annotations
 
 import torch
