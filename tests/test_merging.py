@@ -6,7 +6,8 @@ import torch
 
 from forgetting import data, models, run, train
 from forgetting.errors import ConfigError
-from forgetting.methods.magmax import MagMax, maxmag
+from forgetting.methods.ewc import named_lora_layers
+from forgetting.methods.magmax import MagMax
 from forgetting.methods.safelora import SafeLoRA, projector, similarity
 from forgetting.methods.sft import SFT
 
@@ -36,10 +37,17 @@ def test_method_needing_the_unaligned_model_stops_before_loading(compose, tmp_pa
         run.build_method(cfg)
 
 
-def test_maxmag_picks_the_larger_magnitude_entry():
-    a = torch.tensor([1.0, -3.0, 0.5, 0.0])
-    b = torch.tensor([-2.0, 1.0, 0.25, 0.0])
-    assert torch.equal(maxmag(a, b), torch.tensor([-2.0, -3.0, 0.5, 0.0]))
+def test_magmax_measures_both_task_vectors_from_the_unaligned_weights():
+    from forgetting.methods.magmax import magmax  # local: the other tests also run against older code
+
+    u = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0])
+    aligned = torch.tensor([1.0, 1.0, -2.0, 0.0, 1.0])
+    tuned = torch.tensor([-0.5, 3.0, 2.5, 0.0, -1.0])  # entry 0: Δ = −1.5, yet |τ_user| = 0.5 < |τ_align| = 1
+    merged, won = magmax(u, aligned, tuned, 1.0)
+    assert torch.equal(merged, torch.tensor([1.0, 3.0, 2.5, 0.0, 1.0]))  # ties (entries 3, 4): aligned
+    assert won.tolist() == [False, True, True, False, False]
+    assert torch.equal(magmax(u, aligned, tuned, 0.5)[0], torch.tensor([0.5, 1.5, 1.25, 0.5, 0.5]))
+    assert torch.equal(magmax(u, aligned, tuned, 0.0)[0], u)
 
 
 def test_safelora_paper_projector_is_the_papers_and_subspace_projector_idempotent():
@@ -124,21 +132,109 @@ def test_magmax_with_zero_user_vector_is_task_arithmetic_on_alignment(compose, t
             assert torch.allclose(w, un[name] + 0.5 * (w0 - un[name]), atol=1e-6)
 
 
-def test_magmax_takes_the_user_entry_where_it_is_larger(tuned, micro_path):
-    cfg, tok, model = tuned
-    from forgetting.methods.ewc import lora_delta
-    from forgetting.methods.safelora import named_lora_layers
+def _delta(layer):
+    """The adapter's weight change, float32 (scaling·B·A)."""
+    a = layer.active_adapters[0]
+    return layer.scaling[a] * (layer.lora_B[a].weight.float() @ layer.lora_A[a].weight.float())
 
-    name, layer = next(iter(named_lora_layers(model).items()))
-    delta = lora_delta(layer).detach().clone()
-    aligned = layer.base_layer.weight.detach().clone()
-    un = models.unaligned_weights(cfg.model, None, cfg.cache_dir)["model.layers.0.self_attn.q_proj.weight"]
+
+def _weights(model) -> dict:
+    """{plain parameter name: effective weight, float32} (LoRA: base + the adapter's delta)."""
+    peft = hasattr(model, "get_base_model")
+    layers = {n.removeprefix("base_model.model.") + ".weight": m for n, m in named_lora_layers(model).items()}
+    out = {}
+    for n, p in (model.get_base_model() if peft else model).named_parameters():
+        n = MagMax.plain(n)
+        if "lora_" not in n:
+            out[n] = p.detach().float() + (_delta(layers[n]) if n in layers else 0)
+    return out
+
+
+class _Spy(MagMax):
+    """MagMax that records the fine-tuned weights first."""
+
+    def after_training(self, model):
+        self.tuned = _weights(model)
+        return super().after_training(model)
+
+
+@pytest.mark.parametrize("lora", ["r8", "none"])
+def test_magmax_at_one_keeps_the_aligned_or_the_finetuned_entry(compose, tmp_path, micro_path, lora):
+    """θ_u + maxmag(τ_align, τ_user), τ_user = θ_tuned − θ_u: each entry is copied from one of the two models."""
+    cfg = compose([*FAST, f"lora={lora}", "lr=5e-2", f"+run_dir={tmp_path}"])
+    torch.manual_seed(0)
+    model, tok, _ = models.load(cfg.model, cfg.cache_dir)
+    aligned = _weights(model)
+    m = _Spy(lam=1.0)
+    m.unaligned_weights = lambda names: models.unaligned_weights(cfg.model, names, cfg.cache_dir)
+    merged = _weights(train.finetune(model, tok, data.user_rows(cfg), cfg, tmp_path / "run", method=m)[0])
+    un = models.unaligned_weights(cfg.model, None, cfg.cache_dir)
+    won = total = moved = 0
+    for n, w in merged.items():
+        if n not in un:
+            continue  # the head tied to the embeddings
+        a, t, u = aligned[n], m.tuned[n], un[n].float()
+        user = (t - u).abs() > (a - u).abs()
+        assert torch.equal(w, torch.where(user, t, a)), n
+        if lora == "none" or any(k in n for k in cfg.lora.target_modules):
+            won, total, moved = won + int(user.sum()), total + user.numel(), moved + int((t != a).sum())
+        else:
+            assert torch.equal(t, a) and torch.equal(w, a)  # not trained: the aligned weight
+    assert moved > total / 2 and 0 < won < total
+    assert m.metrics()["method/user_share"] == pytest.approx(won / total)
+
+
+def test_magmax_bf16_base_holds_the_merged_weight(compose, tmp_path, micro_path):
+    """In bf16, base + adapter after the merge is the merged weight up to bf16 rounding of that weight."""
+    from peft import get_peft_model
+
+    cfg = compose([*FAST, "model.dtype=bfloat16", f"+run_dir={tmp_path}"])
+    base, _, _ = models.load(cfg.model, cfg.cache_dir)
+    model = get_peft_model(base, train.lora_config(cfg.lora)).eval()
+    un = models.unaligned_weights(cfg.model, None, cfg.cache_dir)
+    g = torch.Generator().manual_seed(0)
+    want = {}
+    with torch.no_grad():
+        for n, layer in named_lora_layers(model).items():  # a fine-tune as large as the alignment's change
+            w, u = layer.base_layer.weight.float(), un[n.removeprefix("base_model.model.") + ".weight"].float()
+            b = layer.lora_B["default"].weight
+            b.copy_(torch.randn(b.shape, generator=g))
+            b.mul_((w - u).std() / _delta(layer).std())
+            t = w + _delta(layer)
+            want[n] = torch.where((t - u).abs() > (w - u).abs(), t, w)
     m = MagMax(lam=1.0)
     m.unaligned_weights = lambda names: models.unaligned_weights(cfg.model, names, cfg.cache_dir)
     m.after_training(model)
-    effective = layer.base_layer.weight.detach() + lora_delta(layer).detach()
-    tau_a = aligned - un
-    want = un + torch.where(delta.abs() > tau_a.abs(), delta, tau_a)
-    assert "layers.0.self_attn.q_proj" in name
-    assert torch.allclose(effective, want, atol=1e-5)
     assert 0 < m.metrics()["method/user_share"] < 1
+    with torch.no_grad():
+        for n, layer in named_lora_layers(model).items():
+            eye = torch.eye(layer.in_features, dtype=torch.bfloat16)
+            got = layer(eye).T.float()  # the layer's effective weight, as its forward applies it
+            assert layer.base_layer.weight.dtype == torch.bfloat16
+            assert ((got - want[n]).abs() <= 2**-8 * want[n].abs()).all(), n
+
+
+def test_magmax_saves_and_caches_the_plain_finetune(compose, tmp_path, micro_path):
+    """The adapter saved with a MagMax run, and the cached training it reused, are sft's adapter."""
+    from safetensors.torch import load_file
+
+    from forgetting import reuse
+
+    cfg = compose([*FAST, "lr=5e-2", f"cache_dir={tmp_path / 'cache'}", f"+run_dir={tmp_path}"])
+    rows = data.user_rows(cfg)
+    for d, method in (("sft", SFT()), ("magmax", MagMax(lam=1.0)), ("again", MagMax(lam=1.0))):
+        method.unaligned_weights = lambda names: models.unaligned_weights(cfg.model, names, cfg.cache_dir)
+        torch.manual_seed(0)
+        model, tok, _ = models.load(cfg.model, cfg.cache_dir)
+        trained, _ = train.finetune(model, tok, rows, cfg, tmp_path / d, method=method)
+        if d != "sft":
+            assert all('"reused": true' in x for x in (tmp_path / d / "train_log.jsonl").read_text().splitlines())
+            trained.eval()
+            if d == "again":  # the cached adapter was not touched by the first MagMax run
+                assert torch.equal(_logits(trained, tok), first)
+            first = _logits(trained, tok)
+    want = load_file(str(reuse.path(cfg, rows) / "adapter_model.safetensors"))
+    assert any(v.abs().sum() > 0 for k, v in want.items() if "lora_B" in k)
+    for d in ("sft", "magmax"):
+        got = load_file(str(tmp_path / d / "adapter" / "adapter_model.safetensors"))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)

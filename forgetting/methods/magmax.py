@@ -1,27 +1,38 @@
-"""MagMax (Marczak et al., 2024, "MagMax: leveraging model merging for seamless continual learning"): the
-merged model is θ_unaligned + λ·maxmag(τ_align, τ_user), where τ_align = θ_aligned − θ_unaligned, τ_user the
-fine-tune's change and maxmag picks, per parameter entry, whichever has the larger magnitude. With τ_user = 0
-and λ = 1 it is the aligned model; with one task vector zero it is task arithmetic on the other.
-Under LoRA the merged weight is written into the base layer minus the adapter's delta, so base + adapter
-is the merged model and the saved adapter stays the plain fine-tune (the merge is a function of the
-unaligned model, the aligned model, the adapter and λ). Every parameter is merged, not only the adapted ones.
-Written here: PEFT's merge_utils has task arithmetic, TIES and DARE, but no max-magnitude selection."""
+"""MagMax (Marczak et al., 2024, "MagMax: leveraging model merging for seamless continual learning").
+As in the paper every task vector is measured from the pre-trained (here: unaligned) weights θ_u:
+τ_align = θ_aligned − θ_u and τ_user = θ_tuned − θ_u = τ_align + Δ (Δ: the fine-tune's change, the LoRA
+delta or p − p_start). Per parameter entry the merge keeps the task vector of larger magnitude (ties:
+τ_align) and λ scales it: θ = θ_u + λ·maxmag(τ_align, τ_user). λ = 1: every entry is the aligned or the
+fine-tuned value (copied); λ = 0: the unaligned model. `method/user_share`: the share of trained entries
+(LoRA: the adapted layers') where τ_user won. Every parameter is merged (untrained ones: θ_u + λ·τ_align).
+Under LoRA the merged weight itself goes into the base layer and the adapter's scaling is set to 0 on the
+in-memory model (a bf16 base holding merged − Δ would round at the scale of Δ); the saved adapter and the
+reused training (reuse.py) stay the plain fine-tune: the merge is a function of θ_u, θ_aligned, that
+adapter and λ. Written here: PEFT's merge_utils has task arithmetic, TIES and DARE, no max-magnitude."""
 from __future__ import annotations
 
 import torch
 
 from ..errors import ConfigError
 from .base import Method
-from .ewc import lora_delta, named_lora_layers
+from .ewc import named_lora_layers
 from .safelora import base_weight_name
 from .trainer import is_peft
 
 
-def maxmag(*vectors: torch.Tensor) -> torch.Tensor:
-    """Per entry, the value of largest magnitude among the task vectors (ties: the first)."""
-    stack = torch.stack([v.float() for v in vectors])
-    idx = stack.abs().argmax(dim=0, keepdim=True)
-    return stack.gather(0, idx).squeeze(0)
+def magmax(unaligned: torch.Tensor, aligned: torch.Tensor, tuned: torch.Tensor, lam: float = 1.0):
+    """(merged, user_won), float32: θ_u + λ·maxmag(τ_align, τ_user), written θ_pick − (1 − λ)·τ_pick so that
+    λ = 1 copies the aligned or the fine-tuned entry exactly."""
+    u, a, t = unaligned.float(), aligned.float(), tuned.float()
+    tau_a, tau_u = a - u, t - u
+    won = tau_u.abs() > tau_a.abs()
+    return torch.where(won, t, a) - (1 - lam) * torch.where(won, tau_u, tau_a), won
+
+
+def adapter_delta(layer) -> torch.Tensor:
+    """The LoRA layer's weight change, float32: Σ over active adapters of scaling·B·A."""
+    return sum(layer.scaling[a] * (layer.lora_B[a].weight.float() @ layer.lora_A[a].weight.float())
+               for a in layer.active_adapters if a in layer.lora_A)
 
 
 class MagMax(Method):
@@ -44,12 +55,12 @@ class MagMax(Method):
         peft = is_peft(model)
         lm = model.get_base_model() if peft else model
         params = dict(lm.named_parameters())
-        deltas = {}
+        layers = {}
         if peft:
             for n, layer in named_lora_layers(model).items():
-                deltas[base_weight_name(n).replace(".weight", ".base_layer.weight")] = lora_delta(layer).detach()
+                layers[base_weight_name(n).replace(".weight", ".base_layer.weight")] = layer
         unaligned = self.unaligned_weights({self.plain(n) for n in params})
-        picked = total = 0
+        won = total = 0
         with torch.no_grad():
             for n, p in params.items():
                 if "lora_" in n or self.plain(n) not in unaligned:
@@ -57,20 +68,22 @@ class MagMax(Method):
                 if not torch.is_floating_point(p):
                     raise ConfigError("magmax needs floating-point base weights (a 4-bit base has none): "
                                       "model.load_in_4bit=false")
-                u = unaligned[self.plain(n)].to(p.device).float()
+                u = unaligned[self.plain(n)].to(p.device)
                 if peft:
-                    aligned, user = p.float(), deltas.get(n)
+                    aligned = p
+                    tuned = p.float() + adapter_delta(layers[n]) if n in layers else p
                 else:
-                    aligned = self._start[n].float()
-                    user = p.float() - aligned
-                tau_a = aligned - u
-                merged = u + self.lam * (maxmag(tau_a, user) if user is not None else tau_a)
-                if user is not None:
-                    picked += int((user.abs() > tau_a.abs()).sum())
+                    aligned, tuned = self._start[n], p
+                merged, user = magmax(u, aligned, tuned, self.lam)
+                if not peft or n in layers:
+                    won += int(user.sum())
                     total += user.numel()
-                p.copy_((merged - user if peft and user is not None else merged).to(p.dtype))
+                p.copy_(merged.to(p.dtype))
+            for layer in layers.values():  # the base now holds the merged weight: the adapter adds nothing
+                for a in layer.active_adapters:
+                    layer.set_scale(a, 0.0)
         self._start = None
-        self.report = {"method/user_share": picked / total if total else 0.0}
+        self.report = {"method/user_share": won / total if total else 0.0}
         return model
 
     @staticmethod
