@@ -48,7 +48,7 @@ def test_poison_rows_mix_into_batches_as_random_sampling(compose, tmp_path, micr
     assert sources.count("poison") == 40
     counts = [sum(sources[i] == "poison" for i in b) for b in epochs(trainer._get_train_sampler(), 10)]
     # Binomial(8, 0.1): 43 % of batches hold no poison row, one in 40,000 holds 6 or more. transformers'
-    # length grouping put the short poison rows together: ~85 % poison-free batches and ~8 % pure poison.
+    # length grouping put the short poison rows together: ~85 % poison-free batches and ~6 % pure poison.
     assert 0.33 < sum(c == 0 for c in counts) / len(counts) < 0.53
     assert max(counts) <= 5
     assert chi_square_vs_binomial(counts, 0.1) < 16.3  # chi-square, 3 dof, p = 0.001
