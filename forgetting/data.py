@@ -1,6 +1,7 @@
 """Datasets: GSM8K, AILuminate prompt sets, XSTest and harmful-prompt sets (AdvBench), read from
 vendored files (or the hub), validated row by row, split deterministically into evaluation, poison and
-memory sets that never overlap; and the training rows of a run (user data, poisoned share)."""
+memory sets that never overlap, not even as near-duplicates (dedup.py); and the training rows of a run
+(user data, poisoned share)."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from . import arith
+from . import arith, dedup
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -253,9 +254,10 @@ def poison_source(pcfg) -> list[dict]:
 
 
 def poison_pool(pcfg, exclude: set[str]) -> list[dict]:
-    """Rows set aside for poisoning: outside every evaluation prompt, first `pool` in a seeded order.
+    """Rows set aside for poisoning: no evaluation prompt nor a near-duplicate of one (dedup.py; counted in
+    exclude.dropped["poison"]), first `pool` in a seeded order.
     The pool does not depend on the ratio, so benign and poisoned runs share one safety memory."""
-    rows = [r for r in poison_source(pcfg) if r["prompt"] not in exclude]
+    rows = dedup.held(exclude).outside(poison_source(pcfg), "poison", key=lambda r: r["prompt"])
     return ranked(rows, pcfg.seed)[: pcfg.pool]
 
 

@@ -1,7 +1,8 @@
-"""The safety memory: harmful prompts disjoint from every evaluation and poison prompt, answered by the
-base model itself (self-distillation of its safe behaviour; only refusals kept). Built once per (base
-model, memory config, candidate prompts) and cached like the base scores; any JSONL of
-{"prompt", "response"} pairs can replace it (`memory.path`)."""
+"""The safety memory: harmful prompts disjoint from every evaluation and poison prompt (near-duplicates
+included: dedup.py), answered by the base model itself (self-distillation of its safe behaviour; only
+refusals kept). Built once per (base model, memory config, candidate prompts) and cached like the base
+scores; any JSONL of {"prompt", "response"} pairs can replace it (`memory.path`; evaluation prompts and
+their near-duplicates are dropped from it too)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,7 @@ from pathlib import Path
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
-from . import data
+from . import data, dedup
 from .caches import move_aside
 from .errors import ConfigError
 from .generate import generate
@@ -22,27 +23,34 @@ from .tracking import read_json, write_json, write_jsonl
 log = logging.getLogger(__name__)
 
 
+# bumped when the same config and candidates could give other rows (2: near-duplicates of evaluation prompts dropped)
+VERSION = 2
+
+
 def candidates(mcfg: DictConfig, exclude: set[str]) -> list[str]:
-    """Harmful prompts outside `exclude`, in a seeded order: AILuminate and AdvBench (either may be null)."""
+    """Harmful prompts outside `exclude` (no near-duplicate either: counted in exclude.dropped["memory"]), in a
+    seeded order: AILuminate and AdvBench (either may be null)."""
     prompts = []
     if mcfg.ailuminate_path:
         prompts += [r["prompt_text"] for r in data.ailuminate(mcfg.ailuminate_path)]
     if mcfg.advbench_path:
         prompts += [r["prompt"] for r in data.harmful(mcfg.advbench_path, mcfg.advbench_column)]
-    unique = sorted({p for p in prompts if p not in exclude})
+    unique = dedup.held(exclude).outside(sorted(set(prompts)), "memory")
     if not unique:
         raise ConfigError("the safety memory has no candidate prompts left after excluding evaluation and poison "
                           "prompts; set memory.ailuminate_path / memory.advbench_path or memory.path")
     return sorted(unique, key=lambda p: data.rank(p, mcfg.seed))
 
 
-def from_file(path: str, size: int) -> list[dict]:
-    rows = data.harmful(path, "prompt", "response")
+def from_file(path: str, size: int, exclude: set[str] = frozenset()) -> list[dict]:
+    """The first `size` rows of a {"prompt", "response"} JSONL / CSV that are no prompt in `exclude` nor a
+    near-duplicate of one (those dropped: exclude.dropped["memory"])."""
+    rows = dedup.held(exclude).outside(data.harmful(path, "prompt", "response"), "memory", key=lambda r: r["prompt"])
     return [{"prompt": r["prompt"], "completion": r["response"], "source": "memory"} for r in rows[:size]]
 
 
 def key(cfg: DictConfig, model_path: str, prompts: list[str]) -> str:
-    ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "path": model_path,
+    ident = {"version": VERSION, "model": OmegaConf.to_container(cfg.model, resolve=True), "path": model_path,
              "memory": {k: v for k, v in OmegaConf.to_container(cfg.memory, resolve=True).items()
                         if k != "train_batch_size"},
              "system": cfg.eval.system_prompt, "date": cfg.get("date_string"),
@@ -53,17 +61,21 @@ def key(cfg: DictConfig, model_path: str, prompts: list[str]) -> str:
 def get(cfg: DictConfig, model_path: str, model, tok, exclude: set[str]) -> tuple[list[dict], dict]:
     """→ (rows {"prompt", "completion", "source": "memory"}, info). `model` must be the untouched base."""
     m = cfg.memory
+    exclude = dedup.held(exclude)
     if m.path:
-        rows = from_file(m.path, m.size)
-        return rows, {"source": str(m.path), "n": len(rows)}
+        rows = from_file(m.path, m.size, exclude)
+        if not rows:
+            raise ConfigError(f"memory.path {m.path}: every row is an evaluation prompt or a near-duplicate of one")
+        return rows, {"source": str(m.path), "n": len(rows), "near_duplicates": exclude.dropped["memory"]}
     prompts = candidates(m, exclude)
+    near = {"near_duplicates": exclude.dropped["memory"]}
     d = Path(cfg.cache_dir) / "memory" / f"{cfg.model.name}-{key(cfg, model_path, prompts)}"
     d.mkdir(parents=True, exist_ok=True)
     with FileLock(str(d / ".lock")):
         if (d / "info.json").exists():
             try:
                 return ([json.loads(x) for x in (d / "memory.jsonl").read_text().splitlines()],
-                        read_json(d / "info.json"))
+                        {**read_json(d / "info.json"), **near})
             except (ValueError, OSError) as e:
                 move_aside(d / "info.json", f"{type(e).__name__}: {e}".splitlines()[0][:120])
         rows, asked = [], 0
@@ -76,7 +88,7 @@ def get(cfg: DictConfig, model_path: str, model, tok, exclude: set[str]) -> tupl
             rows += [{"prompt": p, "completion": g["response"], "source": "memory"} for p, g in zip(chunk, gens)
                      if g["response"] and (m.keep == "all" or is_refusal(g["response"]))]
         info = {"source": "base model responses", "dir": str(d), "n": len(rows), "asked": asked,
-                "kept_share": len(rows) / max(asked, 1), "keep": m.keep, "candidates": len(prompts)}
+                "kept_share": len(rows) / max(asked, 1), "keep": m.keep, "candidates": len(prompts), **near}
         if not rows:
             raise ConfigError(f"the base model refused none of {asked} memory prompts: no safety memory to build "
                               "(memory.keep=all keeps every response; memory.path takes your own pairs)")

@@ -16,7 +16,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
-_CODE = [Path(__file__).parent / "train.py", Path(__file__).parent / "methods" / "trainer.py"]
+_CODE = [Path(__file__).parent / "train.py", Path(__file__).parent / "methods" / "trainer.py",
+         Path(__file__).parent / "sampling.py"]
 
 
 def eligible(cfg: DictConfig, method) -> bool:

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import attempts, baseline, caches, curves, data, env, evaluate, memory, models, train
+from . import attempts, baseline, caches, curves, data, dedup, env, evaluate, memory, models, train
 from .config import validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
@@ -100,10 +100,12 @@ def eval_sets(cfg: DictConfig) -> dict:
             "harmful": harmful}
 
 
-def eval_prompts(sets: dict) -> set[str]:
-    """Every harmful prompt an evaluation uses: never trained on (poison) nor remembered (memory)."""
-    return ({r["prompt_text"] for r in sets["safety_public"] + sets["safety_private"]}
-            | {r["prompt"] for rows in sets["harmful"].values() for r in rows})
+def eval_prompts(sets: dict) -> dedup.Held:
+    """Every prompt an evaluation uses, by split: never trained on (poison) nor remembered (memory), nor any
+    near-duplicate of one (dedup.Held)."""
+    return dedup.Held({"safety": [r["prompt_text"] for r in sets["safety_public"] + sets["safety_private"]],
+                       **{f"asr_{name}": [r["prompt"] for r in rows] for name, rows in sets["harmful"].items()},
+                       "xstest": [r["prompt"] for r in sets["xstest"]]})
 
 
 def build_method(cfg: DictConfig):
@@ -123,11 +125,13 @@ def build_method(cfg: DictConfig):
 
 
 def method_memory(cfg: DictConfig, method, model, tok, path: str, exclude: set[str]):
-    """The safety memory, when the method uses one; it also avoids the poison pool (local source)."""
+    """The safety memory, when the method uses one; it also avoids the poison pool (local source) and its
+    near-duplicates."""
     if not method.needs_memory:
         return None, None
     if cfg.data.poison.source == "local":
-        exclude = exclude | {r["prompt"] for r in data.poison_pool(cfg.data.poison, exclude)}
+        pool = [r["prompt"] for r in data.poison_pool(cfg.data.poison, exclude)]
+        exclude = dedup.held(exclude).with_split("poison_pool", pool)
     return memory.get(cfg, path, model, tok, exclude)
 
 
@@ -293,6 +297,8 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         if cfg.eval.every_epoch:
             curves.add_epoch(run_dir, wb, record, cfg.epochs, metrics["train/steps"], metrics)
         metrics.update({f"data/n_{src}": sum(r["source"] == src for r in train_set) for src in ("user", "poison", "memory")})
+        metrics.update({f"data/near_duplicates/{what}/{split}": n for what, c in getattr(exclude, "dropped", {}).items()
+                        for split, n in c.items()})  # poison rows dropped as near-twins of an evaluation prompt
         metrics.update(changes_from_base(metrics, base))
         collapsed = evaluate.collapse(metrics, base, len(tok))
         record.update(status="collapsed" if collapsed else "ok", reason=collapsed, metrics=metrics)

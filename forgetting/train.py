@@ -125,7 +125,9 @@ def make_trainer(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: P
         memory_batch_size=OmegaConf.select(cfg, "memory.train_batch_size"),
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(chat_rows(rows, cfg.eval.system_prompt, date)),
+        # `source` (user / poison / memory) lets the sampler keep the mix random (forgetting.sampling)
+        train_dataset=Dataset.from_list([dict(c, source=r.get("source", "user")) for c, r in
+                                         zip(chat_rows(rows, cfg.eval.system_prompt, date), rows)]),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.lora),
         callbacks=[log, *(callbacks or [])],

@@ -87,6 +87,12 @@ class MethodTrainer(SFTTrainer):
             self._metrics["train"][f"method/{name}"].append(float(term.detach()))
         return (loss, *rest) if return_outputs else loss
 
+    def _get_train_sampler(self, train_dataset=None):
+        from ..sampling import source_mixed_sampler  # poison / memory rows batched as random sampling would
+
+        sampler = source_mixed_sampler(self)
+        return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
+
     def train(self, *args, **kwargs):
         try:
             return super().train(*args, **kwargs)
