@@ -2,10 +2,18 @@
 import pytest
 import torch
 
+from forgetting.methods.der import DER, DERpp, logit_mse
 from forgetting.methods.lisa import Lisa
-from tests.test_methods import FAST, make
+from tests.test_methods import FAST, make, perturb
 
 NO_DROPOUT = [*FAST, "lora.dropout=0"]
+
+
+def spy_memory(trainer) -> list[dict]:
+    """Records every memory batch the method draws (the trainer's own batches)."""
+    drawn, draw = [], trainer.memory_batch
+    trainer.memory_batch = lambda: drawn.append(draw()) or drawn[-1]
+    return drawn
 
 
 def response_tokens(batch) -> int:
@@ -35,3 +43,26 @@ def test_lisa_alignment_step_trains_on_the_memory_batch_mean(compose, tmp_path, 
     assert trainer.training_step(model, batches[0], n_items).item() == pytest.approx(memory_mean / 2, rel=1e-4)
     trainer.state.global_step = 1  # user: the task loss as transformers weighs it, over all the step's tokens
     assert trainer.training_step(model, batches[0], n_items).item() == pytest.approx(user_sum / int(n_items), rel=1e-4)
+
+
+# ---------------------------------------------------------------- DER / DER++
+def test_derpp_draws_a_second_memory_batch_for_the_label_term(compose, tmp_path, micro_path):
+    cfg = compose([*NO_DROPOUT, f"+run_dir={tmp_path}"])
+    trainer = make(cfg, tmp_path, DERpp(alpha=1.0, beta=1.0))
+    model = trainer.model
+    perturb(model)
+    drawn = spy_memory(trainer)
+    terms = trainer.method.loss(trainer, model, {})
+    assert len(drawn) == 2
+    decode = trainer.processing_class.batch_decode
+    assert not set(decode(drawn[0]["input_ids"])) & set(decode(drawn[1]["input_ids"]))  # 8 rows, batches of 4
+    with torch.no_grad():
+        with trainer.reference() as ref_model:
+            ref = ref_model(**feed(drawn[0])).logits
+        mse = logit_mse(model(**feed(drawn[0])).logits, ref, drawn[0]["labels"])
+        ce = model(**feed(drawn[1], labels=True)).loss
+    assert terms["der_mse"].item() == pytest.approx(mse.item(), rel=1e-4) and mse.item() > 0
+    assert terms["der_ce"].item() == pytest.approx(ce.item(), rel=1e-4)
+    drawn.clear()
+    trainer.method = DER(alpha=1.0)  # DER (beta 0): one batch
+    assert set(trainer.method.loss(trainer, model, {})) == {"der_mse"} and len(drawn) == 1
