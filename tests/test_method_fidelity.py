@@ -2,9 +2,11 @@
 import pytest
 import torch
 
+from forgetting.methods.agem import AGEM, flat_grad, project, write_grad
 from forgetting.methods.der import DER, DERpp, logit_mse
 from forgetting.methods.lisa import Lisa
-from tests.test_methods import FAST, make, perturb
+from forgetting.methods.sft import SFT
+from tests.test_methods import FAST, make, memory_gradient, opposing, perturb
 
 NO_DROPOUT = [*FAST, "lora.dropout=0"]
 
@@ -23,6 +25,10 @@ def response_tokens(batch) -> int:
 def feed(batch, labels=False) -> dict:
     out = {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
     return {**out, "labels": batch["labels"]} if labels else out
+
+
+def params_of(model) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 # ---------------------------------------------------------------- Lisa
@@ -66,3 +72,40 @@ def test_derpp_draws_a_second_memory_batch_for_the_label_term(compose, tmp_path,
     drawn.clear()
     trainer.method = DER(alpha=1.0)  # DER (beta 0): one batch
     assert set(trainer.method.loss(trainer, model, {})) == {"der_mse"} and len(drawn) == 1
+
+
+# ---------------------------------------------------------------- A-GEM
+def test_agem_projects_the_accumulated_gradient_once_per_optimizer_step(compose, tmp_path, micro_path):
+    cfg = compose([*NO_DROPOUT, "optimizer.grad_accum=2", f"+run_dir={tmp_path}"])
+    trainer = make(cfg, tmp_path, AGEM())
+    model, params, agem = trainer.model, params_of(trainer.model), trainer.method
+    perturb(model)
+    batches, n_items = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), 2, trainer.args.device)
+    trainer.current_gradient_accumulation_steps = len(batches)  # set by the train loop, stepped here by hand
+
+    def micro_step(i: int) -> torch.Tensor:  # the train loop's sync flag: the last micro-batch ends the step
+        trainer.accelerator.gradient_state._set_sync_gradients(i == len(batches) - 1)
+        trainer.training_step(model, batches[i], n_items)
+        return flat_grad(params).clone()
+
+    trainer.method = SFT()  # the plain gradients: of micro-batch 1 alone, and accumulated over both
+    model.zero_grad()
+    first, task = micro_step(0), micro_step(1)
+    trainer.method = agem
+    fixed = trainer.memory_batch()
+    g_ref = memory_gradient(model, fixed)
+    drawn = []
+    trainer.memory_batch = lambda: drawn.append(fixed) or fixed
+    # a start that outweighs the task gradient and opposes the memory's: the accumulated gradient conflicts
+    strong = opposing(g_ref) * 2 * (task.norm() + g_ref.norm()) / g_ref.norm()
+    for start in (torch.zeros_like(task), strong):
+        drawn.clear()
+        write_grad(params, start)  # as if left by micro-batches earlier in the step
+        assert torch.allclose(micro_step(0) - start, first, rtol=1e-4, atol=1e-5 * first.norm().item())
+        assert not drawn  # nothing drawn, nothing projected before the step's last micro-batch
+        got = micro_step(1)
+        assert len(drawn) == 1  # one reference gradient per optimizer step
+        want, hit = project(start + task, g_ref)
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * want.norm().item())
+        assert torch.dot(got, g_ref).item() >= -1e-5 * got.norm().item() * g_ref.norm().item()
+    assert hit and agem.steps == 2 and agem.projected >= 1  # the opposing start forces a projection

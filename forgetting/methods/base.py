@@ -35,7 +35,8 @@ class Method:
         return {}
 
     def after_backward(self, trainer, model) -> None:
-        """After the task gradient of a micro-batch exists, before the optimizer step."""
+        """After the task gradient of a micro-batch exists, before the optimizer step (the last micro-batch of an
+        optimizer step: trainer.accelerator.sync_gradients)."""
 
     def teardown(self) -> None:
         """After training, also when it failed: remove hooks, free what setup made."""
