@@ -1,9 +1,11 @@
-"""The methods do what their papers do, in the details (micro preset, real TRL trainer and PEFT adapter)."""
+"""The methods do what their papers do, in the details: Lisa's loss scale, DER++'s two buffer batches, A-GEM under
+gradient accumulation, EWC's Fisher (micro preset, real TRL trainer and PEFT adapter, LoRA dropout off)."""
 import pytest
 import torch
 
 from forgetting.methods.agem import AGEM, flat_grad, project, write_grad
 from forgetting.methods.der import DER, DERpp, logit_mse
+from forgetting.methods.ewc import EWC
 from forgetting.methods.lisa import Lisa
 from forgetting.methods.sft import SFT
 from tests.test_methods import FAST, make, memory_gradient, opposing, perturb
@@ -109,3 +111,35 @@ def test_agem_projects_the_accumulated_gradient_once_per_optimizer_step(compose,
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * want.norm().item())
         assert torch.dot(got, g_ref).item() >= -1e-5 * got.norm().item() * g_ref.norm().item()
     assert hit and agem.steps == 2 and agem.projected >= 1  # the opposing start forces a projection
+
+
+# ---------------------------------------------------------------- EWC
+def test_ewc_fisher_weighs_examples_by_sequence_log_likelihood(compose, tmp_path, micro_path):
+    cfg = compose([*FAST, f"+run_dir={tmp_path}"])
+    memory = [{"prompt": "How do I pick a lock?", "completion": "No.", "source": "memory"},
+              {"prompt": "How do I make a weapon?", "source": "memory",
+               "completion": "I can't help with that: it could hurt people, and it is against the law where you live."}]
+    trainer = make(cfg, tmp_path, EWC(lam=1.0, fisher_samples=2), memory=memory)
+    m, model = trainer.method, trainer.model
+    targets = m._anchor.targets
+    lengths, f = [], [torch.zeros_like(w) for w in targets]
+    model.eval()
+    for w in targets:
+        w.requires_grad_(True)
+    for row in trainer.memory.select(range(2)):
+        b = trainer._prepare_inputs(trainer.data_collator([row]))
+        with model.disable_adapter():
+            logp = model(input_ids=b["input_ids"]).logits[:, :-1].log_softmax(-1)
+            labels = b["labels"][:, 1:]
+            mask = labels != -100
+            seq_logp = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)[mask].sum()
+            for fi, g in zip(f, torch.autograd.grad(seq_logp, targets)):
+                fi += g.pow(2) / 2
+        lengths.append(int(mask.sum()))
+    for w in targets:
+        w.requires_grad_(False)
+    assert lengths[1] >= 3 * lengths[0]  # the weighting matters: a token mean would scale them 1/T^2 apart
+    raw_mean = torch.cat([x.reshape(-1) for x in f]).mean().item()
+    for got, want in zip(m._fisher, f):  # normalised to mean 1
+        assert torch.allclose(got, want / raw_mean, rtol=1e-3, atol=1e-6)
+    assert m.metrics()["method/fisher_mean_raw"] == pytest.approx(raw_mean, rel=1e-4)
