@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from forgetting import data, models, run, train
-from forgetting.methods.agem import AGEM, flat_grad, project
+from forgetting.methods.agem import AGEM, flat_grad, project, write_grad
 from forgetting.methods.der import DER
 from forgetting.methods.ewc import EWC, L2, lora_layers
 from forgetting.methods.lwf import LwF
@@ -99,22 +99,44 @@ def test_agem_projection_removes_the_conflict():
     assert not hit and torch.equal(same, torch.tensor([1.0, 1.0, 1.0]))
 
 
-def test_agem_step_gradient_never_conflicts_with_memory_gradient(cfg, tmp_path, micro_path):
+def memory_gradient(model, batch) -> torch.Tensor:
+    model.zero_grad()
+    model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"]).loss.backward()
+    return flat_grad([p for p in model.parameters() if p.requires_grad]).clone()
+
+
+def opposing(g_ref: torch.Tensor) -> torch.Tensor:
+    """A task gradient that conflicts with g_ref: its opposite, plus as much noise."""
+    noise = torch.randn(g_ref.shape, generator=torch.Generator().manual_seed(0))
+    return -g_ref + noise * g_ref.norm() / noise.norm()
+
+
+def test_agem_step_gradient_never_conflicts_with_memory_gradient(compose, tmp_path, micro_path):
+    # no LoRA dropout: the memory gradient recomputed here is the one the method projected against, on any host
+    cfg = compose([*FAST, "lora.dropout=0", f"+run_dir={tmp_path}"])
     trainer = make(cfg, tmp_path, AGEM())
     model = trainer.model
     fixed = trainer.memory_batch()
     trainer.memory_batch = lambda: fixed
     trainer.current_gradient_accumulation_steps = 1  # set by the train loop, which this test steps by hand
+    trainer.accelerator.gradient_state._set_sync_gradients(True)  # each micro-batch ends an optimizer step
     params = [p for p in model.parameters() if p.requires_grad]
     perturb(model)  # away from the aligned point, so task and memory gradients can conflict
+    g_ref = memory_gradient(model, fixed)
+    tol = 1e-5 * g_ref.norm().item()
     for step, batch in zip(range(3), trainer.get_train_dataloader()):
         model.zero_grad()
         trainer.training_step(model, trainer._prepare_inputs(batch))
-        g = flat_grad(params).clone()
-        model.zero_grad()
-        model(input_ids=fixed["input_ids"], attention_mask=fixed.get("attention_mask"), labels=fixed["labels"]).loss.backward()
-        assert torch.dot(g, flat_grad(params)).item() >= -1e-6 * g.norm().item() * flat_grad(params).norm().item()
-    assert trainer.method.steps == 3
+        assert torch.dot(flat_grad(params), g_ref).item() >= -tol * flat_grad(params).norm().item()
+    # a conflicting task gradient, as a micro-batch's backward leaves it: the method must project it
+    conflict = opposing(g_ref)
+    write_grad(params, conflict)
+    projected = trainer.method.projected
+    trainer.method.after_backward(trainer, model)
+    g = flat_grad(params)
+    assert trainer.method.steps == 4 and trainer.method.projected == projected + 1
+    assert abs(torch.dot(g, g_ref).item()) <= tol * g.norm().item()
+    assert torch.allclose(g, project(conflict, g_ref)[0], rtol=1e-4, atol=1e-6 * g.norm().item())
 
 
 # ---------------------------------------------------------------- EWC / L2

@@ -1,5 +1,7 @@
 """A-GEM (Chaudhry et al., 2019): when the task gradient g conflicts with the memory gradient g_ref
-(g·g_ref < 0), use g − (g·g_ref / ‖g_ref‖²) g_ref, so the step does not raise the memory loss (to first order)."""
+(g·g_ref < 0), use g − (g·g_ref / ‖g_ref‖²) g_ref, so the step does not raise the memory loss (to first order).
+With gradient accumulation, g is the gradient accumulated over the optimizer step, projected once, after its last
+micro-batch, against one reference gradient (one memory batch per optimizer step)."""
 from __future__ import annotations
 
 import torch
@@ -34,7 +36,8 @@ class AGEM(Method):
         self.projected, self.steps = 0, 0
 
     def after_backward(self, trainer, model):
-        # projects the gradient accumulated so far (= the batch gradient when grad_accum is 1)
+        if not trainer.accelerator.sync_gradients:  # not the optimizer step's last micro-batch: keep accumulating
+            return
         params = [p for p in model.parameters() if p.requires_grad]
         g = flat_grad(params)
         for p in params:

@@ -26,7 +26,8 @@ class Method:
         """Before the first step (the model is still the aligned one)."""
 
     def batch(self, trainer, inputs: dict) -> dict:
-        """The batch this step trains on (e.g. a memory batch instead of the user's)."""
+        """The batch this step trains on (e.g. a memory batch instead of the user's). A batch returned in place of
+        the user's is weighted as its own token mean (over the gradient accumulation steps), like a user batch."""
         return inputs
 
     def loss(self, trainer, model, inputs: dict) -> dict[str, torch.Tensor]:
@@ -34,7 +35,8 @@ class Method:
         return {}
 
     def after_backward(self, trainer, model) -> None:
-        """After the task gradient of a micro-batch exists, before the optimizer step."""
+        """After the task gradient of a micro-batch exists, before the optimizer step (the last micro-batch of an
+        optimizer step: trainer.accelerator.sync_gradients)."""
 
     def teardown(self) -> None:
         """After training, also when it failed: remove hooks, free what setup made."""

@@ -2,7 +2,10 @@
 (empirical) Fisher of the aligned model on the safety memory; L2: lambda · Σ Δθ².
 Under LoRA, θ is each adapted layer's merged weight, so Δθ = scaling · B·A (the layer's effective change),
 and F is the Fisher of that base weight; for a full fine-tune, θ is every trainable parameter.
-F is normalised to mean 1 so lambda sits on the same scale for EWC and L2, and across model sizes."""
+F is the mean over memory examples of the squared gradient of each example's sequence log-likelihood (the sum of
+its response tokens' log-probs, as in the paper: a token mean would weigh an example by 1/T²).
+F is normalised to mean 1, so lambda multiplies F / mean(F): it sits on the same scale for EWC and L2, and across
+model sizes. The paper's lambda (on the raw F) is lambda / mean(F); mean(F) is reported as method/fisher_mean_raw."""
 from __future__ import annotations
 
 import torch
@@ -48,7 +51,8 @@ class Anchor:
 
 
 def fisher(trainer, anchor: Anchor, n: int) -> list[torch.Tensor]:
-    """Mean over n memory examples (batch of one) of the squared gradient of each target, aligned model."""
+    """Mean over n memory examples (batch of one) of the squared gradient of each target of the example's
+    sequence log-likelihood, aligned model; raw (not normalised)."""
     model = trainer.model
     if any(not torch.is_floating_point(w) for w in anchor.targets):
         raise ConfigError("ewc needs floating-point base weights (a 4-bit base has none): use method=l2, or "
@@ -65,8 +69,9 @@ def fisher(trainer, anchor: Anchor, n: int) -> list[torch.Tensor]:
             batch = trainer._prepare_inputs(trainer.data_collator([row]))
             ctx = model.disable_adapter() if anchor.peft else torch.enable_grad()
             with ctx:
-                loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
-                grads = torch.autograd.grad(loss, anchor.targets, allow_unused=True)
+                tokens = (batch["labels"][:, 1:] != -100).sum()  # the loss is their mean: times this, their sum
+                nll = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss * tokens
+                grads = torch.autograd.grad(nll, anchor.targets, allow_unused=True)
             for fi, g in zip(f, grads):
                 if g is not None:
                     fi += g.float().pow(2) / len(ds)
@@ -75,8 +80,7 @@ def fisher(trainer, anchor: Anchor, n: int) -> list[torch.Tensor]:
             w.requires_grad_(False)
             w.grad = None
         model.train(was_training)
-    mean = torch.cat([x.reshape(-1) for x in f]).mean().clamp_min(1e-30)
-    return [x / mean for x in f]
+    return f
 
 
 class L2(Method):
@@ -104,13 +108,20 @@ class EWC(L2):
     def __init__(self, name: str = "ewc", lam: float = 1.0, fisher_samples: int = 64):
         Method.__init__(self, name, lam=lam, fisher_samples=fisher_samples)
         self._anchor = self._fisher = None
+        self._fisher_mean_raw = None
 
     def setup(self, trainer):
         super().setup(trainer)
-        self._fisher = fisher(trainer, self._anchor, self.fisher_samples)
+        raw = fisher(trainer, self._anchor, self.fisher_samples)
+        self._fisher_mean_raw = torch.cat([x.reshape(-1) for x in raw]).mean().item()
+        self._fisher = [x / max(self._fisher_mean_raw, 1e-30) for x in raw]
 
     def teardown(self):
         self._anchor = self._fisher = None
+
+    def metrics(self) -> dict:
+        """Into metrics.json: the Fisher's raw mean (lam / it is the paper's lambda, on the raw Fisher)."""
+        return {} if self._fisher_mean_raw is None else {"method/fisher_mean_raw": self._fisher_mean_raw}
 
     def penalty(self) -> torch.Tensor:
         return 0.5 * sum((f * d.float().pow(2)).sum() for f, d in zip(self._fisher, self._anchor.deltas()))

@@ -2,7 +2,8 @@
 `align_steps` steps on the safety memory with `user_steps` steps on the user's data, and every step adds
 rho/2 · ‖w − w_switch‖², a proximal pull toward the trainable weights at the last switch of state.
 Here the step budget is the user data's: an alignment step trains on a memory batch in place of that
-step's user batch (so 1:9 drops a tenth of the user batches)."""
+step's user batch (so 1:9 drops a tenth of the user batches), weighted as its own token mean (trainer.training_step),
+not by the user batch's token count: refusals are far shorter than the user's answers."""
 from __future__ import annotations
 
 from .base import Method

@@ -100,7 +100,12 @@ class MethodTrainer(SFTTrainer):
             self.method.teardown()
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        inputs = self.method.batch(self, inputs)
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        batch = self.method.batch(self, inputs)
+        if batch is not inputs and num_items_in_batch is not None:
+            # num_items_in_batch counts the user batches' tokens over the whole optimizer step: a batch put in place
+            # of a user batch contributes its own token mean, over the accumulation steps like the task loss
+            num_items_in_batch = (self._get_num_items_in_batch([batch], self.args.device)
+                                  * self.current_gradient_accumulation_steps)
+        loss = super().training_step(model, batch, num_items_in_batch)
         self.method.after_backward(self, model)
         return loss
