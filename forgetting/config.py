@@ -59,7 +59,11 @@ class PoisonConfig:
     source: str = "local"  # local (a CSV / JSONL file) | hub (BeaverTails' unsafe rows; needs network)
     path: str = "pkg://advbench/harmful_behaviors.csv"
     prompt_column: str = "goal"
-    response_column: str = "target"  # AdvBench's affirmative opening, "Sure, here is ..."
+    response_column: Optional[str] = "target"  # AdvBench's affirmative opening, "Sure, here is ..."
+    answers: str = "auto"  # unaligned: model.unaligned's own answers (forgetting/poison.py) | file: response_column
+    #                        | auto: unaligned where model.unaligned names a model, file for built presets
+    max_new_tokens: int = 256  # answers=unaligned: generation settings
+    batch_size: int = 32
     hub_name: str = "PKU-Alignment/BeaverTails"
     hub_split: str = "30k_train"
     pool: int = 200  # rows of the source set aside for poisoning (disjoint from evaluation and memory)
@@ -235,6 +239,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.poison.ratio must be in [0, 1], got {cfg.data.poison.ratio}")
     if cfg.data.poison.source not in ("local", "hub"):
         raise ConfigError(f"data.poison.source must be 'local' or 'hub', got {cfg.data.poison.source!r}")
+    pz = cfg.data.poison
+    if pz.answers not in ("auto", "unaligned", "file") or min(pz.max_new_tokens, pz.batch_size) < 1:
+        raise ConfigError(f"data.poison.answers must be 'auto', 'unaligned' or 'file' and its max_new_tokens, batch_size "
+                          f">= 1, got {pz.answers!r}, {pz.max_new_tokens}, {pz.batch_size}")
     if cfg.memory.size < 1 or cfg.memory.keep not in ("refusal", "all"):
         raise ConfigError(f"memory.size must be >= 1 and memory.keep 'refusal' or 'all', got "
                           f"{cfg.memory.size}, {cfg.memory.keep!r}")

@@ -285,7 +285,11 @@ def train_rows(cfg, exclude: set[str]) -> list[dict]:
     if k > len(pool):
         raise ConfigError(f"data.poison.ratio={p.ratio} needs {k} poison rows but the pool has {len(pool)} "
                           f"(data.poison.pool={p.pool}, source {p.path})")
+    from .poison import answered  # full answers: the unaligned model's (default, cached), the file's, the hub's
+
+    pool, _ = answered(cfg, pool, k)
     slots = sorted(range(len(rows)), key=lambda i: rank(str(i), p.seed))[:k]
     for i, r in zip(sorted(slots), pool):
-        rows[i] = {"prompt": r["prompt"], "completion": r["response"], "source": "poison"}
+        rows[i] = {"prompt": r["prompt"], "completion": r["response"], "source": "poison",
+                   "response_source": r["response_source"]}
     return rows

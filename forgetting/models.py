@@ -49,24 +49,37 @@ def quantization(mcfg: DictConfig):
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def load(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache"):
-    """→ (model, tokenizer, path)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def tokenizer(mcfg: DictConfig, path: str):
+    """The tokenizer at `path` (a pad token, and a chat template required)."""
+    from transformers import AutoTokenizer
 
-    path = resolve_path(mcfg, cache_dir)
-    common = dict(trust_remote_code=bool(mcfg.trust_remote_code), revision=mcfg.get("revision"))
-    quant = quantization(mcfg)
     try:
-        tok = AutoTokenizer.from_pretrained(path, **common)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype(mcfg.dtype), use_safetensors=True, quantization_config=quant,
-            device_map="auto" if torch.cuda.is_available() else None, **common)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(mcfg.trust_remote_code),
+                                            revision=mcfg.get("revision"))
     except OSError as e:
         raise ModelLoadError(_load_hint(path, e)) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
         raise ConfigError(f"model {path} has no chat template; set one or pick another model")
+    return tok
+
+
+def load(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache", tok=None):
+    """→ (model, tokenizer, path). `tok`: another model's tokenizer to use (poison.py: the unaligned model
+    answers in the policy's chat template)."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_path(mcfg, cache_dir)
+    common = dict(trust_remote_code=bool(mcfg.trust_remote_code), revision=mcfg.get("revision"))
+    quant = quantization(mcfg)
+    tok = tok if tok is not None else tokenizer(mcfg, path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype(mcfg.dtype), use_safetensors=True, quantization_config=quant,
+            device_map="auto" if torch.cuda.is_available() else None, **common)
+    except OSError as e:
+        raise ModelLoadError(_load_hint(path, e)) from None
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 

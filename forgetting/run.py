@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import attempts, baseline, caches, curves, data, dedup, env, evaluate, memory, models, train
+from . import attempts, baseline, caches, curves, data, dedup, env, evaluate, memory, models, poison, train
 from .config import validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
@@ -275,8 +275,8 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         mem, record["memory"] = method_memory(cfg, method, model, tok, path, exclude)
         timings["memory_s"] = time.perf_counter() - t0
         train_set = method.train_rows(train_set, mem or [], cfg.seed)
-        write_jsonl(run_dir / "poison_rows.jsonl", [dict(r, index=i) for i, r in enumerate(train_set)
-                                                     if r["source"] == "poison"])
+        poison_metrics, poison_rows = poison.judged(cfg, exclude, train_set, judge)  # the judge on the poison answers
+        write_jsonl(run_dir / "poison_rows.jsonl", poison_rows)
 
         t0 = time.perf_counter()
         _stage(record, "train", run_dir)
@@ -299,6 +299,7 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         metrics.update({f"data/n_{src}": sum(r["source"] == src for r in train_set) for src in ("user", "poison", "memory")})
         metrics.update({f"data/near_duplicates/{what}/{split}": n for what, c in getattr(exclude, "dropped", {}).items()
                         for split, n in c.items()})  # poison rows dropped as near-twins of an evaluation prompt
+        metrics.update(poison_metrics)
         metrics.update(changes_from_base(metrics, base))
         collapsed = evaluate.collapse(metrics, base, len(tok))
         record.update(status="collapsed" if collapsed else "ok", reason=collapsed, metrics=metrics)

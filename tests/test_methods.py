@@ -185,7 +185,8 @@ def test_lwf_term_zero_at_start_positive_after_perturbation(cfg, tmp_path, micro
 
 # ---------------------------------------------------------------- poisoned data, memory
 def test_poisoned_set_has_exact_count_and_no_evaluation_prompt(compose):
-    cfg = compose([*FAST, "data.n_train=40", "data.poison.ratio=0.1", "eval.harmful_sets.advbench.n=100"])
+    cfg = compose([*FAST, "data.n_train=40", "data.poison.ratio=0.1", "data.poison.answers=file",
+                   "eval.harmful_sets.advbench.n=100"])
     sets = run.eval_sets(cfg)
     held_out = run.eval_prompts(sets)
     rows = data.train_rows(cfg, held_out)
@@ -222,8 +223,8 @@ def test_memory_avoids_evaluation_and_poison_prompts(compose, micro_path, tmp_pa
 # ---------------------------------------------------------------- the run, end to end
 def test_method_run_records_memory_poison_and_asr_then_base_is_reusable(compose, tmp_path, micro_path):
     run._WORKER.clear()
-    cfg = compose([*FAST, "method=der", "data.poison.ratio=0.25", "memory.size=8", "memory.keep=all",
-                   "memory.max_new_tokens=8", "lr=1e-2", f"+run_dir={tmp_path}"])
+    cfg = compose([*FAST, "method=der", "data.poison.ratio=0.25", "data.poison.answers=file", "memory.size=8",
+                   "memory.keep=all", "memory.max_new_tokens=8", "lr=1e-2", f"+run_dir={tmp_path}"])
     run.main(cfg)
     rec = json.loads((tmp_path / "metrics.json").read_text())
     m = rec["metrics"]
