@@ -144,6 +144,23 @@ def test_a_row_with_one_seed_among_several_says_na(tmp_path):
     assert "| n/a (1 seed) | +37.5, n/a (1 seed) |" in der
 
 
+def test_a_rates_seed_interval_stops_at_0_and_1(tmp_path):
+    """Safety 10 % and 90 %: t(1) gives [-4.98, 5.98]; a rate's is clipped, a NLL's is not."""
+    root = tmp_path / "wide"
+    for seed, v in enumerate((0.1, 0.9)):
+        write_run(root, f"s{seed}", dict(method="sft", poison_ratio=0.1, seed=seed), metrics(v, nll=1 + 8 * v))
+    write_run(root, "d0", dict(method="der", poison_ratio=0.1, seed=0), metrics(0.9))
+    write_run(root, "r", dict(method="der", poison_ratio=0.1, seed=1), None, status="running")
+    runs = rp.load_runs(root)
+    cols, rows = rp.method_rows(runs)
+    sft = next(r for r in rows if r["method"] == "sft")
+    assert (sft["safety/rate_seed_lo"], sft["safety/rate_seed_hi"]) == (0.0, 1.0)
+    m, lo, hi = t_interval_by_hand([1.8, 8.2])
+    assert lo < 0 and (sft["math/ref_nll_seed_lo"], sft["math/ref_nll_seed_hi"]) == pytest.approx((lo, hi))
+    md = rp.methods_markdown(runs, cols, rows)
+    assert "## Failed or unfinished runs (1, not in the tables)" in md and "- running: " in md
+
+
 # ------------------------------------------------------------------ the plots
 def test_methods_png_draws_the_seed_interval(seeded, monkeypatch):
     import matplotlib.axes

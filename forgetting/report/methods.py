@@ -45,7 +45,8 @@ def asr_sets(runs: list[dict]) -> list[str]:
 def _pool(rs: list[dict], k: str) -> dict:
     """One metric over a row's runs (its seeds): value (the mean over seeds), lo / hi (a rate with counts
     in every run: Wilson 95 % of the counts pooled over seeds, i.e. sampling noise within runs), seed_lo /
-    seed_hi (95 % t-interval of the per-seed values: seed noise; NaN below 2 seeds), n and succ (pooled
+    seed_hi (95 % t-interval of the per-seed values: seed noise; NaN below 2 seeds; a rate's clipped
+    to [0, 1]), n and succ (pooled
     counts, None without), vals (the per-seed values)."""
     pairs = [(r["metrics"][k], count_for(k, r["metrics"])) for r in rs if _finite(r["metrics"].get(k))]
     vals = [v for v, _ in pairs]
@@ -53,6 +54,8 @@ def _pool(rs: list[dict], k: str) -> dict:
     if not pairs:
         return dict(value=nan, lo=nan, hi=nan, seed_lo=nan, seed_hi=nan, n=None, succ=None, vals=[])
     mean, seed_lo, seed_hi = t_interval(vals)
+    if is_rate(k) and _finite(seed_lo):  # a rate's interval stops at 0 and 1
+        seed_lo, seed_hi = max(0.0, seed_lo), min(1.0, seed_hi)
     out = dict(value=mean, lo=nan, hi=nan, seed_lo=seed_lo, seed_hi=seed_hi, n=None, succ=None, vals=vals)
     if is_rate(k) and all(n for _, n in pairs):
         out["n"], out["succ"] = sum(n for _, n in pairs), round(sum(v * c for v, c in pairs))
@@ -245,7 +248,7 @@ def methods_markdown(runs: list[dict], columns: list[str], rows: list[dict]) -> 
     if multi:
         out += ["Rates: mean over seeds, [Wilson 95 % interval of the counts pooled over seeds: sampling noise "
                 "within runs], (change from base in percentage points). *seeds 95 % t*: Student's t-interval of "
-                "the per-seed values (seed noise; n/a with one seed). "
+                "the per-seed values (seed noise; rates clipped to [0, 100]; n/a with one seed). "
                 "ASR (attack success rate) and over-refusal: lower is better; math ref. NLL: lower is better. "
                 f"≠ base: two-proportion z-test of the pooled safety count against the base model at the "
                 f"{100 * ALPHA:g} % level.", ""]
@@ -259,8 +262,8 @@ def methods_markdown(runs: list[dict], columns: list[str], rows: list[dict]) -> 
     out += ["", "## Utility and over-refusal", ""] + _table(columns, rows, utility) + note
     failed = [r for r in runs if r["status"] != "ok"]
     if failed:
-        out += ["", f"## Failed runs ({len(failed)}, not in the tables)", ""]
-        out += [f"- {r['display']} (`{r['dir']}`): {r['reason'] or 'no reason given'}" for r in failed]
+        out += ["", f"## Failed or unfinished runs ({len(failed)}, not in the tables)", ""]
+        out += [f"- {r['status']}: {r['display']} (`{r['dir']}`): {r['reason'] or 'no reason given'}" for r in failed]
     return "\n".join(out) + "\n"
 
 

@@ -130,9 +130,11 @@ def _asr_bars(bx, rs: list[dict], base: dict, key: str, ratios: list[float], col
     _rate_axis(bx, "y")
     bx.grid(True, axis="y", color="0.92", lw=0.6, zorder=0)
     if any(_err(r, key, "_seed") for r in rs):
-        note = "t 95 % across seeds"
+        one = any(not _err(r, key, "_seed") and _err(r, key) for r in rs)
+        note = "t 95 % across seeds" + ("; Wilson 95 % for one seed" if one else "")
     else:
         note = "Wilson 95 %" if any(_err(r, key) for r in rs) else "none: a mean over harmful sets"
-    bx.set_title(f"attack success rate {key} (lower is better); error bars: {note}", fontsize=9.5)
+    sep = "\n" if note.startswith("t 95") else "; "  # the seed note on a line of its own
+    bx.set_title(f"attack success rate {key} (lower is better){sep}error bars: {note}", fontsize=9.5)
     if not drawn:
         bx.text(0.5, 0.5, f"no {key} metric in this sweep", transform=bx.transAxes, ha="center")
