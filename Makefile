@@ -3,6 +3,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SWEEP  ?= outputs/sweeps/demo
+SEEDS  ?= 1
+# `make methods SEEDS=3` appends seed=0,1,2 to the grid (same sweep dir); SEEDS=1 adds nothing (seed 0 is the
+# default), so the folders of an earlier one-seed sweep are reused
+SEED_GRID = $(if $(shell [ "$(SEEDS)" -ge 1 ] 2>/dev/null && echo ok),,$(error SEEDS must be a whole number >= 1, got '$(SEEDS)'))$(if $(filter-out 1,$(SEEDS)),seed=$(shell seq -s, 0 $$(($(SEEDS) - 1))))
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 export HF_DATASETS_OFFLINE=1
@@ -35,12 +39,12 @@ demo-math: install           ## the tiny_math preset (an arith skill to unlock) 
 	$(PY) -m forgetting.report outputs/sweeps/demo_math --wandb && \
 	$(PY) -m forgetting.report outputs/sweeps/demo_math --y safety/refusal_nll --out-dir outputs/sweeps/demo_math/report_refusal_nll; exit $$status
 
-methods: install             ## every CL method x {benign, poisoned} on the tiny preset, then the comparison table
-	$(PY) launch.py -m +sweeps=methods hydra.sweep.dir=outputs/sweeps/methods; status=$$?; \
+methods: install             ## every CL method x {benign, poisoned} on the tiny preset (SEEDS=n seeds per cell), then the comparison table
+	$(PY) launch.py -m +sweeps=methods hydra.sweep.dir=outputs/sweeps/methods $(SEED_GRID); status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/methods --x math/ref_nll --wandb; exit $$status
 
-methods-math: install        ## the same comparison on tiny_math, where arith accuracy moves (x axis: accuracy)
-	$(PY) launch.py -m +sweeps=methods_math hydra.sweep.dir=outputs/sweeps/methods_math; status=$$?; \
+methods-math: install        ## the same comparison on tiny_math, where arith accuracy moves (x axis: accuracy; SEEDS=n)
+	$(PY) launch.py -m +sweeps=methods_math hydra.sweep.dir=outputs/sweeps/methods_math $(SEED_GRID); status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/methods_math --wandb; exit $$status
 
 pareto: install              ## Optuna search of the safety / ref-NLL Pareto front on the tiny preset

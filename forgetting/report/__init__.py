@@ -15,15 +15,20 @@ Writes, by default into <sweep_dir>/report/:
 
 and, only when the ok runs hold >= 2 continual-learning methods or >= 2 poison ratios (params `method`,
 `poison_ratio`; runs without them count as sft, 0):
-  methods.csv             the base model, then one row per (method, poison_ratio) with seeds pooled: safety
-                          rate, asr/<set>, asr/mean, math accuracy / ref NLL, over-refusal; rates with
-                          Wilson _lo / _hi, every metric with _delta (run - base); safety p_vs_base and
-                          differs_from_base; a sweep that also varies other params (lr, ...) keeps
-                          them apart in a `config` column
+  methods.csv             the base model, then one row per (method, poison_ratio) with its seeds aggregated
+                          (mean over seeds): safety rate, asr/<set>, asr/mean, math accuracy / ref NLL,
+                          over-refusal; rates with Wilson _lo / _hi (counts pooled over seeds), every metric
+                          with _delta (value - base); safety p_vs_base and differs_from_base; a sweep that
+                          also varies other params (lr, ...) keeps them apart in a `config` column. When a
+                          row has >= 2 seeds: n_seeds, <metric>_seed_lo / _seed_hi (95 % t-interval across
+                          seeds) and, for safety and utility, _vs_sft (difference from sft at the same
+                          poison ratio), _vs_sft_p, _vs_sft_beyond_noise (Welch's t-test, 5 %)
   methods.md              the same as two Markdown tables (safety / ASR, utility / over-refusal), rates as
-                          `92.5 % [84.6, 96.5] (−6.3)`, then the failed runs; also printed to stdout
+                          `92.5 % [84.6, 96.5] (−6.3)`, with seeds also `[80.1, 99.0]` (t) and
+                          `+37.5, beyond noise (p=5e-05)` vs sft; then the failed runs; also printed
   methods.png             safety vs the x metric per configuration (colour: method, marker: poison ratio,
-                          base star) and the attack success rate per method, benign vs poisoned bars
+                          base star; with seeds, wide pale bars = across-seed t-interval) and the attack
+                          success rate per method, benign vs poisoned bars
 
 "Within noise of the base" is decided by a two-sided two-proportion z-test (pooled variance) of the
 run's safety count against the base model's, at the 5 % level; for seed groups the counts of the

@@ -6,13 +6,14 @@ import re
 from pathlib import Path
 
 from .runs import SIM_NOTE, _counts_only, _fmt, _is_sim, _ordered_union, _varying_params, base_metrics
-from .stats import ALPHA, _finite, count_for, direction, is_rate, two_proportion_p, wilson
+from .stats import ALPHA, _finite, count_for, direction, is_rate, t_interval, two_proportion_p, welch_p, wilson
 from .tables import write_csv
 
 DEFAULTS = {"method": "sft", "poison_ratio": 0.0}  # what runs from before these params existed did
 UTILITY = ("math/accuracy", "math/ref_nll", "over_refusal/rate")
 SAFETY = "safety/rate"
 REFUSAL_NLL = "safety/refusal_nll"  # continuous: the base's own refusals under the model (lower = kept)
+COMPARED = (SAFETY, *UTILITY)  # compared with sft at the same poison ratio, against seed noise
 
 
 def _varies_within_method(runs: list[dict], key: str) -> bool:
@@ -41,24 +42,35 @@ def asr_sets(runs: list[dict]) -> list[str]:
     return [n for n in dict.fromkeys(names) if n != "mean"]
 
 
-def _pool(rs: list[dict], k: str) -> tuple[float, float, float, float | None]:
-    """(value, lo, hi, n): a rate with counts in every run is pooled (k and n summed, Wilson interval);
-    anything else is the mean over the runs, without an interval."""
+def _pool(rs: list[dict], k: str) -> dict:
+    """One metric over a row's runs (its seeds): value (the mean over seeds), lo / hi (a rate with counts
+    in every run: Wilson 95 % of the counts pooled over seeds, i.e. sampling noise within runs), seed_lo /
+    seed_hi (95 % t-interval of the per-seed values: seed noise; NaN below 2 seeds; a rate's clipped
+    to [0, 1]), n and succ (pooled
+    counts, None without), vals (the per-seed values)."""
     pairs = [(r["metrics"][k], count_for(k, r["metrics"])) for r in rs if _finite(r["metrics"].get(k))]
+    vals = [v for v, _ in pairs]
+    nan = float("nan")
     if not pairs:
-        return (float("nan"),) * 3 + (None,)
+        return dict(value=nan, lo=nan, hi=nan, seed_lo=nan, seed_hi=nan, n=None, succ=None, vals=[])
+    mean, seed_lo, seed_hi = t_interval(vals)
+    if is_rate(k) and _finite(seed_lo):  # a rate's interval stops at 0 and 1
+        seed_lo, seed_hi = max(0.0, seed_lo), min(1.0, seed_hi)
+    out = dict(value=mean, lo=nan, hi=nan, seed_lo=seed_lo, seed_hi=seed_hi, n=None, succ=None, vals=vals)
     if is_rate(k) and all(n for _, n in pairs):
-        n = sum(n for _, n in pairs)
-        succ = sum(v * c for v, c in pairs)
-        return (succ / n, *wilson(round(succ), n), n)
-    return (sum(v for v, _ in pairs) / len(pairs), float("nan"), float("nan"), None)
+        out["n"], out["succ"] = sum(n for _, n in pairs), round(sum(v * c for v, c in pairs))
+        out["lo"], out["hi"] = wilson(out["succ"], out["n"])
+    return out
 
 
 def method_rows(runs: list[dict], extra: tuple[str, ...] = ()) -> tuple[list[str], list[dict]]:
     """Columns and rows of methods.csv: the base model, then one row per (method, poison_ratio[, other
-    varying params]) sorted by poison ratio, then method (sft first). Rates: value, _lo / _hi (Wilson 95 %,
-    counts pooled over seeds), _delta (run - base, in the metric's units); safety also p_vs_base and
-    differs_from_base (two-proportion z-test, 5 %)."""
+    varying params]) sorted by poison ratio, then method (sft first); `seed` is never a row key, a row's
+    seeds are aggregated. Every metric: value (mean over seeds), _delta (value - base, in the metric's
+    units); rates _lo / _hi (Wilson 95 %, counts pooled over seeds); with >= 2 seeds in some row also
+    _seed_lo / _seed_hi (95 % t-interval across seeds) and, for safety and utility, _vs_sft (value - sft's
+    at the same poison ratio and config), _vs_sft_p (Welch's t-test on the per-seed values) and
+    _vs_sft_beyond_noise (p < 5 %). Safety also p_vs_base and differs_from_base (two-proportion z-test)."""
     ok = [r for r in runs if r["status"] == "ok"]
     base, counts = base_metrics(runs), _counts_only(runs)
     bm = {f"base/{k}": v for k, v in base.items()}
@@ -73,6 +85,7 @@ def method_rows(runs: list[dict], extra: tuple[str, ...] = ()) -> tuple[list[str
         key = _config(r) + tuple(_fmt(r["params"].get(k)) for k in others)
         g = groups.setdefault(key, dict(ok=[], failed=[]))
         g["ok" if r["status"] == "ok" else "failed"].append(r)
+    multi = any(len(g["ok"]) >= 2 for g in groups.values())  # else the table is one seed per cell, as before
 
     brow = dict(note=SIM_NOTE if sim else "", method="base", _base=True)
     for k in keys:
@@ -87,29 +100,52 @@ def method_rows(runs: list[dict], extra: tuple[str, ...] = ()) -> tuple[list[str
         if not g["ok"]:
             continue  # listed with the failed runs only
         row = dict(note=SIM_NOTE if sim else "", method=method, poison_ratio=ratio, n_runs=len(g["ok"]),
-                   n_failed=len(g["failed"]), seeds=";".join(_fmt(r["params"].get("seed", "")) for r in g["ok"]),
-                   config=" ".join(f"{k}={v}" for k, v in zip(others, other)))
+                   n_seeds=len({_fmt(r["params"].get("seed")) for r in g["ok"]}), n_failed=len(g["failed"]),
+                   seeds=";".join(_fmt(r["params"].get("seed", "")) for r in g["ok"]),
+                   config=" ".join(f"{k}={v}" for k, v in zip(others, other)), _key=(ratio, *other), _vals={})
         for k in keys:
-            v, lo, hi, n = _pool(g["ok"], k)
-            row[k], row[f"{k}_lo"], row[f"{k}_hi"] = v, lo, hi
-            if _finite(v) and _finite(base.get(k)):
-                row[f"{k}_delta"] = v - base[k]
-            if k == SAFETY and _finite(v) and n and _finite(base.get(k)) and b_n:
-                p = two_proportion_p(round(v * n), n, round(base[k] * b_n), b_n)
+            a = _pool(g["ok"], k)
+            row[k], row[f"{k}_lo"], row[f"{k}_hi"] = a["value"], a["lo"], a["hi"]
+            row[f"{k}_seed_lo"], row[f"{k}_seed_hi"], row["_vals"][k] = a["seed_lo"], a["seed_hi"], a["vals"]
+            if _finite(a["value"]) and _finite(base.get(k)):
+                row[f"{k}_delta"] = a["value"] - base[k]
+            if k == SAFETY and a["n"] and _finite(base.get(k)) and b_n:
+                p = two_proportion_p(a["succ"], a["n"], round(base[k] * b_n), b_n)
                 row["safety/p_vs_base"], row["safety/differs_from_base"] = p, p < ALPHA
         rows.append(row)
+    if multi:
+        _versus_sft(rows, [k for k in keys if k in COMPARED])
     rows.sort(key=lambda rw: (rw["poison_ratio"], rw["method"] != "sft", rw["method"]))  # stable: others keep run order
 
     metric_cols = []
     for k in keys:
         metric_cols += [k] + ([f"{k}_lo", f"{k}_hi"] if is_rate(k) else []) + [f"{k}_delta"]
+        metric_cols += [f"{k}_seed_lo", f"{k}_seed_hi"] if multi else []
+        metric_cols += [f"{k}_vs_sft", f"{k}_vs_sft_p", f"{k}_vs_sft_beyond_noise"] if multi and k in COMPARED else []
         if k == SAFETY:
             metric_cols += ["safety/p_vs_base", "safety/differs_from_base"]
     all_rows = [brow] + rows
     metric_cols = [c for c in metric_cols if any(_present(rw.get(c)) for rw in all_rows)]  # no all-empty columns
     columns = (["note", "method", "poison_ratio"] + (["config"] if others else [])
-               + ["n_runs", "n_failed", "seeds"] + metric_cols)
+               + ["n_runs"] + (["n_seeds"] if multi else []) + ["n_failed", "seeds"] + metric_cols)
     return columns, all_rows
+
+
+def _versus_sft(rows: list[dict], keys: list[str]) -> None:
+    """Each row's difference from the sft row of the same poison ratio and config, and whether it exceeds
+    seed noise: Welch's t-test on the per-seed values, p < ALPHA (needs >= 2 seeds on both sides)."""
+    sft = {rw["_key"]: rw for rw in rows if rw["method"] == "sft"}
+    for rw in rows:
+        ref = sft.get(rw["_key"])
+        if ref is None or ref is rw:
+            continue
+        for k in keys:
+            if not (_finite(rw.get(k)) and _finite(ref.get(k))):
+                continue
+            rw[f"{k}_vs_sft"] = rw[k] - ref[k]
+            p = welch_p(rw["_vals"][k], ref["_vals"][k])
+            if _finite(p):
+                rw[f"{k}_vs_sft_p"], rw[f"{k}_vs_sft_beyond_noise"] = p, p < ALPHA
 
 
 def _present(v) -> bool:
@@ -134,19 +170,62 @@ def _rate_cell(row: dict, k: str) -> str:
     return s
 
 
+def _num(k: str, v: float, signed: bool = False) -> str:
+    """A rate in percent (points when signed), anything else with 3 decimals."""
+    if is_rate(k):
+        return _signed(100 * v) if signed else f"{100 * v:.1f}"
+    return _signed(v, ".3f") if signed else f"{v:.3f}"
+
+
+def _seed_cell(row: dict, k: str) -> str:
+    lo, hi = row.get(f"{k}_seed_lo"), row.get(f"{k}_seed_hi")
+    if row.get("_base") or not _finite(row.get(k)):
+        return "–"
+    return f"[{_num(k, lo)}, {_num(k, hi)}]" if _finite(lo) and _finite(hi) else "n/a (1 seed)"
+
+
+def _vs_sft_cell(row: dict, k: str) -> str:
+    if row.get("method") == "sft" and not row.get("_base"):
+        return "ref."
+    d, p = row.get(f"{k}_vs_sft"), row.get(f"{k}_vs_sft_p")
+    if not _finite(d):
+        return "–"
+    if not _finite(p):
+        return f"{_num(k, d, True)}, n/a (1 seed)"
+    return f"{_num(k, d, True)}, {'beyond' if p < ALPHA else 'within'} noise (p={p:.2g})"
+
+
 def _cell(row: dict, k: str) -> str:
     if k == "safety/differs_from_base":
         p = row.get("safety/p_vs_base")
         return "–" if not _finite(p) else f"{'yes' if p < ALPHA else 'no'} (p={p:.2g})"
+    if k.endswith("_seed"):
+        return _seed_cell(row, k.removesuffix("_seed"))
+    if k.endswith("_vs_sft"):
+        return _vs_sft_cell(row, k.removesuffix("_vs_sft"))
     if is_rate(k):
         return _rate_cell(row, k)
     v, d = row.get(k), row.get(f"{k}_delta")
     return "–" if not _finite(v) else f"{v:.3f}" + (f" ({_signed(d, '.3f')})" if _finite(d) else "")
 
 
+def _with_seeds(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """After each compared metric its across-seed interval and its difference from sft (kept only when
+    methods.csv has those columns, i.e. some row has >= 2 seeds)."""
+    out = []
+    for k, h in keys:
+        out.append((k, h))
+        if k in COMPARED:
+            out += [(f"{k}_seed", f"{h}, seeds 95 % t"), (f"{k}_vs_sft", f"{h} vs sft")]
+    return out
+
+
 def _table(columns: list[str], rows: list[dict], keys: list[tuple[str, str]]) -> list[str]:
-    keys = [(k, h) for k, h in keys if k in columns]
-    head = ["method", "poison ratio"] + (["config"] if "config" in columns else []) + ["runs"] + [h for _, h in keys]
+    present = {c.removesuffix("_lo") if c.endswith("_seed_lo") else c for c in columns}
+    keys = [(k, h) for k, h in keys if k in present]
+    multi = "n_seeds" in columns
+    head = (["method", "poison ratio"] + (["config"] if "config" in columns else []) + ["seeds" if multi else "runs"]
+            + [h for _, h in keys])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rw in rows:
         first = [f"**{rw['method']}**" if rw.get("_base") else rw["method"],
@@ -157,21 +236,34 @@ def _table(columns: list[str], rows: list[dict], keys: list[tuple[str, str]]) ->
 
 
 def methods_markdown(runs: list[dict], columns: list[str], rows: list[dict]) -> str:
-    """methods.md: a safety / ASR table and a utility / over-refusal table, then the failed runs."""
+    """methods.md: a safety / ASR table and a utility / over-refusal table, then the failed runs. With >= 2
+    seeds in some row, each compared metric also gets its across-seed t-interval and its difference from sft."""
     sets = asr_sets(runs)
-    safety = [(SAFETY, "safety rate"), ("safety/differs_from_base", f"≠ base (p < {ALPHA})")]
+    multi = "n_seeds" in columns
+    safety = _with_seeds([(SAFETY, "safety rate")]) + [("safety/differs_from_base", f"≠ base (p < {ALPHA})")]
     safety += [(f"asr/{s}", f"ASR {s}") for s in sets] + [("asr/mean", "ASR mean"), (REFUSAL_NLL, "refusal NLL")]
-    utility = [("math/accuracy", "math accuracy"), ("math/ref_nll", "math ref. NLL"), ("over_refusal/rate", "over-refusal")]
+    utility = _with_seeds([("math/accuracy", "math accuracy"), ("math/ref_nll", "math ref. NLL"),
+                           ("over_refusal/rate", "over-refusal")])
     out = ([f"> **⚠ {SIM_NOTE}**", ""] if _is_sim(runs) else []) + ["# Continual-learning methods vs the base model", ""]
-    out += ["Rates: value, [Wilson 95 % interval], (change from base in percentage points); seeds pooled. "
-            "ASR (attack success rate) and over-refusal: lower is better; math ref. NLL: lower is better. "
-            f"≠ base: two-proportion z-test of the safety count against the base model at the {100 * ALPHA:g} % level.", ""]
-    out += ["## Safety and attack success", ""] + _table(columns, rows, safety)
-    out += ["", "## Utility and over-refusal", ""] + _table(columns, rows, utility)
+    if multi:
+        out += ["Rates: mean over seeds, [Wilson 95 % interval of the counts pooled over seeds: sampling noise "
+                "within runs], (change from base in percentage points). *seeds 95 % t*: Student's t-interval of "
+                "the per-seed values (seed noise; rates clipped to [0, 100]; n/a with one seed). "
+                "ASR (attack success rate) and over-refusal: lower is better; math ref. NLL: lower is better. "
+                f"≠ base: two-proportion z-test of the pooled safety count against the base model at the "
+                f"{100 * ALPHA:g} % level.", ""]
+    else:
+        out += ["Rates: value, [Wilson 95 % interval], (change from base in percentage points); seeds pooled. "
+                "ASR (attack success rate) and over-refusal: lower is better; math ref. NLL: lower is better. "
+                f"≠ base: two-proportion z-test of the safety count against the base model at the {100 * ALPHA:g} % level.", ""]
+    note = (["", f"*vs sft*: difference from sft at the same poison ratio (points for rates); beyond / within "
+                 f"seed noise: Welch's t-test on the per-seed values, p < {ALPHA}."] if multi else [])
+    out += ["## Safety and attack success", ""] + _table(columns, rows, safety) + note
+    out += ["", "## Utility and over-refusal", ""] + _table(columns, rows, utility) + note
     failed = [r for r in runs if r["status"] != "ok"]
     if failed:
-        out += ["", f"## Failed runs ({len(failed)}, not in the tables)", ""]
-        out += [f"- {r['display']} (`{r['dir']}`): {r['reason'] or 'no reason given'}" for r in failed]
+        out += ["", f"## Failed or unfinished runs ({len(failed)}, not in the tables)", ""]
+        out += [f"- {r['status']}: {r['display']} (`{r['dir']}`): {r['reason'] or 'no reason given'}" for r in failed]
     return "\n".join(out) + "\n"
 
 

@@ -12,9 +12,15 @@ HATCHES = ["///", "xxx", "...", "\\\\\\", "++", "oo"]
 MAX_PANELS = 4  # ASR panels, one per harmful set; more sets: one panel of asr/mean
 
 
-def _err(row: dict, k: str):
-    v, lo, hi = row.get(k), row.get(f"{k}_lo"), row.get(f"{k}_hi")
+def _err(row: dict, k: str, kind: str = ""):
+    """matplotlib's [[below], [above]] for the Wilson interval (kind "") or the across-seed one ("_seed")."""
+    v, lo, hi = row.get(k), row.get(f"{k}{kind}_lo"), row.get(f"{k}{kind}_hi")
     return [[max(0.0, v - lo)], [max(0.0, hi - v)]] if _finite(lo) and _finite(hi) else None
+
+
+def _bar_err(row: dict, k: str):
+    """A bar's error bar: the across-seed interval with >= 2 seeds, else Wilson."""
+    return _err(row, k, "_seed") or _err(row, k)
 
 
 def _ratio_name(p: float) -> str:
@@ -53,6 +59,12 @@ def plot_methods(path: Path, rows: list[dict], sets: list[str], x: str, dx: str,
         ex, ey = _err(r, x), _err(r, y)
         ax.errorbar(vx, vy, xerr=ex, yerr=ey, fmt="none", ecolor=colour[r["method"]], alpha=0.7, elinewidth=1,
                     capsize=2.5, zorder=2)
+        sx, sy = _err(r, x, "_seed"), _err(r, y, "_seed")
+        if sx or sy:  # >= 2 seeds: the across-seed t-interval, wide and pale behind the thin Wilson bars
+            ax.errorbar(vx, vy, xerr=sx, yerr=sy, fmt="none", ecolor=colour[r["method"]], alpha=0.35, elinewidth=6,
+                        capsize=0, zorder=1.5)
+            segs += [(vx, r[f"{y}_seed_lo"], vx, r[f"{y}_seed_hi"])] if sy else []
+            segs += [(r[f"{x}_seed_lo"], vy, r[f"{x}_seed_hi"], vy)] if sx else []
         segs += [(vx, r[f"{y}_lo"], vx, r[f"{y}_hi"])] if ey else []
         segs += [(r[f"{x}_lo"], vy, r[f"{x}_hi"], vy)] if ex else []
         ax.scatter(vx, vy, marker=marker[r["poison_ratio"]], s=100, color=colour[r["method"]], edgecolor="black",
@@ -67,7 +79,9 @@ def plot_methods(path: Path, rows: list[dict], sets: list[str], x: str, dx: str,
     if _finite(bxv) and _finite(byv):
         ax.scatter(bxv, byv, marker="*", s=420, facecolor="#ffd700", edgecolor="black", lw=1.1, zorder=5)
     dy = direction(y)
-    _tradeoff_axes(ax, x, y, dx, dy, f"{y} vs {x} (error bars: Wilson 95 %, seeds pooled)")
+    seeds = any(_err(r, k, "_seed") for r in rs for k in (x, y))
+    _tradeoff_axes(ax, x, y, dx, dy, f"{y} vs {x} (error bars: "
+                   + ("thin Wilson 95 %, wide t 95 % across seeds)" if seeds else "Wilson 95 %, seeds pooled)"))
 
     # right: attack success rate per harmful set (Wilson bars), or their mean when there are many sets
     for bx, key in zip(bxs, keys):
@@ -83,8 +97,10 @@ def plot_methods(path: Path, rows: list[dict], sets: list[str], x: str, dx: str,
         labels.append("base model (grey band: its Wilson 95 % interval; dashed: its ASR)")
     fig.legend(handles, labels, loc="outside lower center", ncol=len(handles) if len(handles) <= 7 else 6,
                fontsize=8.5, frameon=False, handler_map={tuple: HandlerTuple(ndivide=None, pad=0.6)})
+    ns = sorted({r.get("n_runs", 1) for r in rs}) or [1]
+    each = "" if ns == [1] else f", {ns[0]} seeds each" if len(ns) == 1 else f", {ns[0]}–{ns[-1]} seeds each"
     _titles(fig, "Continual-learning methods: safety vs utility, benign vs poisoned fine-tuning", sim,
-            f"{len(rs)} configuration(s); colour = method, marker / hatching = poison ratio")
+            f"{len(rs)} configuration(s){each}; colour = method, marker / hatching = poison ratio")
     _freeze(fig)
     if items:
         _place_labels(fig, ax, items, force=True, segments=segs)
@@ -104,7 +120,7 @@ def _asr_bars(bx, rs: list[dict], base: dict, key: str, ratios: list[float], col
             if r is None or not _finite(r.get(key)):
                 continue
             bx.bar(ci - 0.4 + width * (j + 0.5), r[key], width * 0.92, color=colour[m], hatch=hatch[p],
-                   edgecolor="black", lw=0.6, yerr=_err(r, key), capsize=3, ecolor="0.2", zorder=3)
+                   edgecolor="black", lw=0.6, yerr=_bar_err(r, key), capsize=3, ecolor="0.2", zorder=3)
             drawn = True
     if _finite(base.get(key)):
         bx.axhline(base[key], color="0.4", ls="--", lw=1.0, zorder=4)
@@ -113,7 +129,12 @@ def _asr_bars(bx, rs: list[dict], base: dict, key: str, ratios: list[float], col
     bx.set_ylim(0, 1.02)
     _rate_axis(bx, "y")
     bx.grid(True, axis="y", color="0.92", lw=0.6, zorder=0)
-    note = "Wilson 95 %" if any(_err(r, key) for r in rs) else "none: a mean over harmful sets"
-    bx.set_title(f"attack success rate {key} (lower is better); error bars: {note}", fontsize=9.5)
+    if any(_err(r, key, "_seed") for r in rs):
+        one = any(not _err(r, key, "_seed") and _err(r, key) for r in rs)
+        note = "t 95 % across seeds" + ("; Wilson 95 % for one seed" if one else "")
+    else:
+        note = "Wilson 95 %" if any(_err(r, key) for r in rs) else "none: a mean over harmful sets"
+    sep = "\n" if note.startswith("t 95") else "; "  # the seed note on a line of its own
+    bx.set_title(f"attack success rate {key} (lower is better){sep}error bars: {note}", fontsize=9.5)
     if not drawn:
         bx.text(0.5, 0.5, f"no {key} metric in this sweep", transform=bx.transAxes, ha="center")

@@ -120,3 +120,66 @@ def rate_interval(key: str, metrics: dict, fallback: dict | None = None) -> tupl
     if not is_rate(key) or not _finite(v) or n is None or not 0 <= v <= 1:
         return (math.nan, math.nan)
     return wilson(round(v * n), n)
+
+
+# ------------------------------------------------------------------ Student's t (scipy is not a dependency)
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz, as in Numerical Recipes)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d, c = 1 + num * d, 1 + num / c
+            d, c = 1 / (d if abs(d) > tiny else tiny), (c if abs(c) > tiny else tiny)
+            h *= d * c
+        if abs(d * c - 1) < 1e-14:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1 - front * _betacf(b, a, 1 - x) / b
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with df (> 0, need not be whole) degrees of freedom."""
+    return _betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The q quantile (q > 0.5) of Student's t, by bisection on t_two_sided_p."""
+    lo, hi, target = 0.0, 1e7, 2 * (1 - q)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_interval(vals: Sequence[float], level: float = 1 - ALPHA) -> tuple[float, float, float]:
+    """(mean, lo, hi): the t-interval of the mean of `vals` (e.g. one value per seed); NaN bounds for < 2."""
+    m, s = _mean_std(vals)
+    if not _finite(s):
+        return (m, math.nan, math.nan)
+    half = t_quantile(1 - (1 - level) / 2, len(vals) - 1) * s / math.sqrt(len(vals))
+    return (m, m - half, m + half)
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances); NaN when a side has < 2 values.
+    No spread on either side: 1 when the means are equal, else 0 (a difference no seed moved)."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    (ma, sa), (mb, sb) = _mean_std(a), _mean_std(b)
+    va, vb = sa * sa / len(a), sb * sb / len(b)
+    if va + vb == 0:
+        return 1.0 if ma == mb else 0.0
+    df = (va + vb) ** 2 / (va * va / (len(a) - 1) + vb * vb / (len(b) - 1))
+    return t_two_sided_p((ma - mb) / math.sqrt(va + vb), df)
