@@ -8,7 +8,8 @@ from pathlib import Path
 
 from forgetting.report.stats import t_interval
 
-KEYS = ("safety/rate", "math/accuracy", "asr/advbench", "over_refusal/rate")
+KEYS = ("safety/rate", "safety/refusal_nll", "math/accuracy", "asr/advbench", "over_refusal/rate")
+RAW = {"safety/refusal_nll"}  # not a rate: printed as is (lower = the base's refusals better kept)
 
 
 def load(d: Path) -> dict:
@@ -20,13 +21,13 @@ def load(d: Path) -> dict:
     return cells
 
 
-def cell(vals: list[float]) -> str:
+def cell(vals: list[float], scale: float = 100, digits: int = 1) -> str:
     if not vals:
         return "—"
     if len(vals) < 2:
-        return f"{100 * vals[0]:.1f} (1 seed)"
+        return f"{scale * vals[0]:.{digits}f} (1 seed)"
     _, lo, hi = t_interval(vals)
-    return f"{100 * statistics.mean(vals):.1f} ± {100 * (hi - lo) / 2:.1f}"
+    return f"{scale * statistics.mean(vals):.{digits}f} ± {scale * (hi - lo) / 2:.{digits}f}"
 
 
 def main() -> None:
@@ -37,11 +38,12 @@ def main() -> None:
     before, after = load(a.before), load(a.after)
     rows = sorted(set(before) | set(after), key=lambda k: (k[1], k[0] != "sft", k[0]))
     for key in KEYS:
-        print(f"\n**{key}** (%; mean ± 95 % t half-width over seeds)\n\n| method | poison | before | after | seeds |")
+        scale, digits, unit = (1, 3, "") if key in RAW else (100, 1, "%; ")
+        print(f"\n**{key}** ({unit}mean ± 95 % t half-width over seeds)\n\n| method | poison | before | after | seeds |")
         print("|---|---|---|---|---|")
         for m, r in rows:
             vb, va = ([x[key] for x in s.get((m, r), []) if key in x] for s in (before, after))
-            print(f"| {m} | {r:g} | {cell(vb)} | {cell(va)} | {len(vb)} / {len(va)} |")
+            print(f"| {m} | {r:g} | {cell(vb, scale, digits)} | {cell(va, scale, digits)} | {len(vb)} / {len(va)} |")
 
 
 if __name__ == "__main__":
