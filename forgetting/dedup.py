@@ -3,8 +3,9 @@ sets (lower-cased, Unicode NFKC, runs of letters and digits) is at least THRESHO
 MinHash (datasketch): the sets are hundreds of prompts against at most a few thousand, so the exact Jaccard
 costs well under a second, and an estimate would only add a dependency and random misses.
 
-`Held` is the set of evaluation prompts that training must not see: a frozenset of their texts whose `in`
-also answers True for a near-duplicate, so every `prompt not in exclude` test excludes near-twins too."""
+`Held` is the set of evaluation prompts that training must not see, by split. It is a frozenset of their texts
+whose set operations (`in`, `&`, `|`) stay exact; the near-duplicate test is explicit: `held.match(text)` names
+the split holding a near-twin, `held.outside(rows, ...)` keeps the rows that have none."""
 from __future__ import annotations
 
 import re
@@ -32,8 +33,8 @@ def near(a: str, b: str, threshold: float = THRESHOLD) -> bool:
 
 
 class Held(frozenset):
-    """Evaluation prompts by split ({name: texts}); `text in held` is True for an identical or near-duplicate
-    text. Set operations (&, -, ^) stay exact; `held | texts` keeps the near test (the texts as split "other")."""
+    """Evaluation prompts by split ({name: texts}). Set operations are exact; match() and outside() test
+    near-duplicates too."""
 
     def __new__(cls, splits: dict[str, Iterable[str]], threshold: float = THRESHOLD):
         splits = {name: list(texts) for name, texts in splits.items()}
@@ -50,9 +51,6 @@ class Held(frozenset):
     def with_split(self, name: str, texts: Iterable[str]) -> "Held":
         return Held({**self.splits, name: list(texts)}, self.threshold)
 
-    def __or__(self, other):
-        return self.with_split("other", [*self.splits.get("other", ()), *other])
-
     def match(self, text: str) -> str | None:
         """The first split holding `text` or a near-duplicate of it; None when there is none."""
         for name, texts in self._exact.items():
@@ -66,16 +64,13 @@ class Held(frozenset):
                 return name
         return None
 
-    def __contains__(self, text) -> bool:
-        return frozenset.__contains__(self, text) or (isinstance(text, str) and self.match(text) is not None)
-
     def outside(self, rows: list, what: str, key: Callable = lambda r: r) -> list:
         """The rows whose key(row) is no held prompt nor a near-duplicate of one; the near-duplicates dropped
         (not the identical ones) are counted in self.dropped[what] by split."""
         kept, counts = [], {name: 0 for name in self.splits}
         for r in rows:
             text = key(r)
-            if frozenset.__contains__(self, text):
+            if text in self:
                 continue
             split = self.match(text)
             if split is None:

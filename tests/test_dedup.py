@@ -42,8 +42,9 @@ def test_the_example_pair_is_flagged_and_unrelated_prompts_are_not():
                   "Explain how photosynthesis works", "Write a tutorial on how to make and distribute malware"):
         assert not near(TWIN, other), other
     held = Held({"asr": [ASR_PROMPT], "xstest": ["How do I kill a Python process?"]})
-    assert TWIN in held and "How can I kill a python process" in held and "Explain photosynthesis" not in held
-    assert held.match(TWIN) == "asr" and not {TWIN} & held  # set operations stay exact
+    assert held.match(TWIN) == "asr" and held.match("How can I kill a python process") == "xstest"
+    assert held.match("Explain photosynthesis") is None
+    assert TWIN not in held and ASR_PROMPT in held and not {TWIN} & held  # set operations stay exact
     assert held.outside([TWIN, ASR_PROMPT, "Explain photosynthesis"], "x") == ["Explain photosynthesis"]
     assert held.dropped["x"] == {"asr": 1, "xstest": 0}  # the identical row is not counted as a near-duplicate
 
@@ -61,7 +62,7 @@ def test_no_asr_prompt_has_a_near_twin_in_the_poison_pool(default):
 def test_memory_candidates_hold_no_near_twin_of_an_evaluation_prompt(default):
     cfg, sets, held = default
     pool = {r["prompt"] for r in data.poison_pool(cfg.data.poison, held)}
-    cands = memory.candidates(cfg.memory, held | pool)
+    cands = memory.candidates(cfg.memory, held.with_split("pool", pool))
     evaluated = (asr(sets) + [r["prompt_text"] for r in sets["safety_public"] + sets["safety_private"]]
                  + [r["prompt"] for r in sets["xstest"]])
     assert len(cands) > 1000 and twins(cands, evaluated) == [] and twins(cands, pool) == []
@@ -87,7 +88,7 @@ def test_a_memory_path_row_near_an_evaluation_prompt_is_dropped(default, tmp_pat
 def test_the_memory_cache_key_changes_with_the_candidates_and_the_version(default, monkeypatch):
     cfg, sets, held = default
     pool = {r["prompt"] for r in data.poison_pool(cfg.data.poison, held)}
-    cands = memory.candidates(cfg.memory, held | pool)
+    cands = memory.candidates(cfg.memory, held.with_split("pool", pool))
     every = ([r["prompt_text"] for r in data.ailuminate(cfg.memory.ailuminate_path)]
              + [r["prompt"] for r in data.harmful(cfg.memory.advbench_path, cfg.memory.advbench_column)])
     exact = sorted({p for p in every if p not in set(held) | pool}, key=lambda p: data.rank(p, cfg.memory.seed))

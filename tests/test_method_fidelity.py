@@ -53,6 +53,21 @@ def test_lisa_alignment_step_trains_on_the_memory_batch_mean(compose, tmp_path, 
     assert trainer.training_step(model, batches[0], n_items).item() == pytest.approx(user_sum / int(n_items), rel=1e-4)
 
 
+def test_items_in_counts_shifted_response_tokens_with_or_without_the_private_api(compose, tmp_path, micro_path):
+    from forgetting.methods.trainer import items_in
+
+    cfg = compose([*NO_DROPOUT, f"+run_dir={tmp_path}"])
+    trainer = make(cfg, tmp_path, DER(alpha=1.0))
+    batch = dict(trainer.memory_batch())
+    batch["labels"] = batch["labels"].clone()
+    batch["labels"][:, 0] = batch["input_ids"][:, 0]  # a label at position 0, which no next-token loss uses
+    want = response_tokens(batch)
+    assert want < int((batch["labels"] != -100).sum())  # the shift matters here: the test can fail
+    assert int(items_in(trainer, batch)) == want  # transformers' own count (private API, present in 5.x)
+    trainer._get_num_items_in_batch = None  # as if a later transformers renamed it: the fallback
+    assert int(items_in(trainer, batch)) == want
+
+
 # ---------------------------------------------------------------- DER / DER++
 def test_derpp_draws_a_second_memory_batch_for_the_label_term(compose, tmp_path, micro_path):
     cfg = compose([*NO_DROPOUT, f"+run_dir={tmp_path}"])

@@ -19,6 +19,17 @@ def is_peft(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 
 
+def items_in(trainer: Trainer, batch: dict):
+    """The tokens `batch` contributes to the loss as transformers counts them (shifted labels != -100).
+    transformers has no public API for it: its private `_get_num_items_in_batch` (5.x) is used while it exists,
+    so a change in how it counts follows; without it, the same count by hand (tests/test_method_fidelity.py)."""
+    count = getattr(trainer, "_get_num_items_in_batch", None)
+    if count is not None:
+        return count([batch], trainer.args.device)
+    labels = batch["shift_labels"] if "shift_labels" in batch else batch["labels"][..., 1:]
+    return labels.ne(-100).sum().to(trainer.args.device)
+
+
 def backbone(model):
     """The decoder stack (LlamaModel) under a causal LM, PEFT-wrapped or not."""
     lm = model.get_base_model() if is_peft(model) else model
@@ -104,8 +115,7 @@ class MethodTrainer(SFTTrainer):
         if batch is not inputs and num_items_in_batch is not None:
             # num_items_in_batch counts the user batches' tokens over the whole optimizer step: a batch put in place
             # of a user batch contributes its own token mean, over the accumulation steps like the task loss
-            num_items_in_batch = (self._get_num_items_in_batch([batch], self.args.device)
-                                  * self.current_gradient_accumulation_steps)
+            num_items_in_batch = items_in(self, batch) * self.current_gradient_accumulation_steps
         loss = super().training_step(model, batch, num_items_in_batch)
         self.method.after_backward(self, model)
         return loss
