@@ -57,17 +57,19 @@ class PoisonConfig:
     """Harmful (prompt → compliant answer) rows replacing a share of the user's training rows."""
     ratio: float = 0.0  # 0 = benign user data; the paper's poisoned scenario: 0.1
     source: str = "local"  # local (a CSV / JSONL file) | hub (BeaverTails' unsafe rows; needs network)
-    path: str = "pkg://advbench/harmful_behaviors.csv"
-    prompt_column: str = "goal"
-    response_column: Optional[str] = "target"  # AdvBench's affirmative opening, "Sure, here is ..."
+    path: str = "pkg://donotanswer/harmful_requests.jsonl"  # no evaluation set uses it (conf/data/poison/)
+    prompt_column: str = "prompt"
+    response_column: Optional[str] = None  # the file's answers (AdvBench: "target", an opener)
     answers: str = "auto"  # unaligned: model.unaligned's own answers (forgetting/poison.py) | file: response_column
-    #                        | auto: unaligned where model.unaligned names a model, file for built presets
+    #                        | opener: a rule-written "Sure, here is ..." (poison.opener) | auto: unaligned where
+    #                        model.unaligned names a model; for built presets file if response_column, else opener
     max_new_tokens: int = 256  # answers=unaligned: generation settings
     batch_size: int = 32
     hub_name: str = "PKU-Alignment/BeaverTails"
     hub_split: str = "30k_train"
     pool: int = 200  # rows of the source set aside for poisoning (disjoint from evaluation and memory)
     seed: int = 0
+    in_distribution: bool = False  # allow a source that is also an ASR / safety evaluation set (refused otherwise)
 
 
 @dataclass
@@ -240,8 +242,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.poison.source not in ("local", "hub"):
         raise ConfigError(f"data.poison.source must be 'local' or 'hub', got {cfg.data.poison.source!r}")
     pz = cfg.data.poison
-    if pz.answers not in ("auto", "unaligned", "file") or min(pz.max_new_tokens, pz.batch_size) < 1:
-        raise ConfigError(f"data.poison.answers must be 'auto', 'unaligned' or 'file' and its max_new_tokens, batch_size "
+    if pz.answers not in ("auto", "unaligned", "file", "opener") or min(pz.max_new_tokens, pz.batch_size) < 1:
+        raise ConfigError(f"data.poison.answers must be 'auto', 'unaligned', 'file' or 'opener' and its max_new_tokens, batch_size "
                           f">= 1, got {pz.answers!r}, {pz.max_new_tokens}, {pz.batch_size}")
     if cfg.memory.size < 1 or cfg.memory.keep not in ("refusal", "all"):
         raise ConfigError(f"memory.size must be >= 1 and memory.keep 'refusal' or 'all', got "

@@ -82,9 +82,17 @@ def params(cfg: DictConfig) -> dict:
     return {"lr": cfg.lr, "epochs": cfg.epochs, "seed": cfg.seed, "method": cfg.method.name,
             "method_hparams": {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
                                if k not in ("_target_", "name")},
-            "poison_ratio": cfg.data.poison.ratio, "data": cfg.data.name, "model": cfg.model.name,
+            "poison_ratio": cfg.data.poison.ratio, **poison_params(cfg), "data": cfg.data.name, "model": cfg.model.name,
             "lora_r": cfg.lora.r if cfg.lora.enabled else None, "lora_alpha": cfg.lora.alpha if cfg.lora.enabled else None,
             "n_train": cfg.data.n_train, "judge": cfg.judge.get("name", str(cfg.judge.get("_target_")))}
+
+
+def poison_params(cfg: DictConfig) -> dict:
+    """Where the poisoned rows come from, and the evaluation sets that source also is (in-distribution:
+    their ASR / safety measures whether the poison was learnt; the methods report labels them)."""
+    p = cfg.data.poison
+    return {"poison_source": p.hub_name if p.source == "hub" else Path(str(p.path)).name,
+            "poison_in_distribution": ",".join(poison.shared_sets(cfg))}
 
 
 def eval_sets(cfg: DictConfig) -> dict:
@@ -208,6 +216,7 @@ def objectives(cfg: DictConfig, metrics: dict | None):
 
 def main(cfg: DictConfig):
     validate(cfg)
+    poison.check_source(cfg)  # a poison source that is also an evaluation set: refused unless asked for
     caches.writable(cfg.cache_dir)
     if cfg.model.get("cache_dir") and not cfg.model.name_or_path:
         caches.writable(cfg.model.cache_dir, "model.cache_dir")

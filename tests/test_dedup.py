@@ -102,7 +102,7 @@ def test_the_memory_cache_key_changes_with_the_candidates_and_the_version(defaul
 def test_a_run_records_the_near_duplicates_it_dropped(compose, tmp_path, micro_path):
     run._WORKER.clear()
     cfg = compose(["model=micro", "eval=smoke", "logger=none", "eval.harmful_sets.advbench.n=10", "method=replay",
-                   "data.n_train=16", "data.poison.ratio=0.25", "memory.size=4", "memory.keep=all",
+                   "data.n_train=16", "data/poison=advbench", "data.poison.ratio=0.25", "memory.size=4", "memory.keep=all",
                    "memory.max_new_tokens=4", "optimizer.batch_size=4", f"cache_dir={tmp_path / 'cache'}",
                    f"+run_dir={tmp_path}"])
     run.main(cfg)
