@@ -30,25 +30,25 @@ preset: install              ## build (or reuse) the offline tiny preset
 	$(PY) -m forgetting.tiny --preset tiny
 
 demo: install                ## lr x epochs on the tiny preset (data=arith, per-epoch eval), then the trade-off report
-	$(PY) launch.py -m +sweeps=demo hydra.sweep.dir=$(SWEEP); status=$$?; \
+	$(PY) launch.py -m experiment=demo hydra.sweep.dir=$(SWEEP); status=$$?; \
 	$(PY) -m forgetting.report $(SWEEP) --wandb && \
 	$(PY) -m forgetting.report $(SWEEP) --y safety/refusal_nll --out-dir $(SWEEP)/report_refusal_nll; exit $$status
 
 demo-math: install           ## the tiny_math preset (an arith skill to unlock) x lr x {benign, poisoned}, then the report
-	$(PY) launch.py -m +sweeps=demo_math hydra.sweep.dir=outputs/sweeps/demo_math; status=$$?; \
+	$(PY) launch.py -m experiment=demo_math hydra.sweep.dir=outputs/sweeps/demo_math; status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/demo_math --wandb && \
 	$(PY) -m forgetting.report outputs/sweeps/demo_math --y safety/refusal_nll --out-dir outputs/sweeps/demo_math/report_refusal_nll; exit $$status
 
 methods: install             ## every CL method x {benign, poisoned} on the tiny preset (SEEDS=n seeds per cell), then the comparison table
-	$(PY) launch.py -m +sweeps=methods hydra.sweep.dir=outputs/sweeps/methods $(SEED_GRID); status=$$?; \
+	$(PY) launch.py -m experiment=methods hydra.sweep.dir=outputs/sweeps/methods $(SEED_GRID); status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/methods --x math/ref_nll --wandb; exit $$status
 
 methods-math: install        ## the same comparison on tiny_math, where arith accuracy moves (x axis: accuracy; SEEDS=n)
-	$(PY) launch.py -m +sweeps=methods_math hydra.sweep.dir=outputs/sweeps/methods_math $(SEED_GRID); status=$$?; \
+	$(PY) launch.py -m experiment=methods_math hydra.sweep.dir=outputs/sweeps/methods_math $(SEED_GRID); status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/methods_math --wandb; exit $$status
 
 pareto: install              ## Optuna search of the safety / ref-NLL Pareto front on the tiny preset
-	$(PY) launch.py -m +sweeps=pareto hydra.sweep.dir=outputs/sweeps/pareto; status=$$?; \
+	$(PY) launch.py -m experiment=pareto hydra.sweep.dir=outputs/sweeps/pareto; status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/pareto --x math/ref_nll --wandb; exit $$status
 
 report: install

@@ -37,6 +37,12 @@ def torch_dtype(name: str):
         raise ConfigError(f"model.dtype {name!r} is not a torch dtype") from None
 
 
+def device_map():
+    """The whole model on the current CUDA device (the launcher's one visible GPU: a 1B model is never split
+    over several, as "auto" would), or None on the CPU."""
+    return {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
+
+
 def quantization(mcfg: DictConfig):
     if not mcfg.load_in_4bit:
         return None
@@ -77,7 +83,7 @@ def load(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache", tok=None):
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype(mcfg.dtype), use_safetensors=True, quantization_config=quant,
-            device_map="auto" if torch.cuda.is_available() else None, **common)
+            device_map=device_map(), **common)
     except OSError as e:
         raise ModelLoadError(_load_hint(path, e)) from None
     if quant is not None:

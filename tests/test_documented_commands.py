@@ -1,4 +1,4 @@
-"""Every `python launch.py …` and `make …` command that the README and the sweeps/*.yaml headers show still
+"""Every `python launch.py …` and `make …` command that the README and the sweeps/ and conf/experiment/ headers show still
 composes (as `--cfg job` would, no model loaded) and passes `config.validate`; for a multirun, each point of
 its grid as Hydra's sweeper expands it (Optuna: each choice and both ends of each interval)."""
 import os
@@ -47,8 +47,8 @@ def sweep_header_commands(yaml_text: str) -> list[str]:
 
 def documented() -> list[tuple[str, str]]:
     found = [("README.md", c) for c in readme_commands((ROOT / "README.md").read_text())]
-    for f in sorted((ROOT / "sweeps").glob("*.yaml")):
-        found += [(f"sweeps/{f.name}", c) for c in sweep_header_commands(f.read_text())]
+    for f in sorted((ROOT / "sweeps").glob("*.yaml")) + sorted((ROOT / "conf/experiment").glob("*.yaml")):
+        found += [(str(f.relative_to(ROOT)), c) for c in sweep_header_commands(f.read_text())]
     return list(dict.fromkeys(found))
 
 

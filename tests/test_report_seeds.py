@@ -206,7 +206,7 @@ def launch_line(*args):
 @pytest.mark.parametrize("target,sweep", [("methods", "methods"), ("methods-math", "methods_math")])
 def test_make_seeds_expands_the_grid(target, sweep):
     line = launch_line(target, "SEEDS=3")
-    assert re.search(rf"launch\.py -m \+sweeps={sweep} hydra\.sweep\.dir=outputs/sweeps/{sweep} seed=0,1,2;", line)
+    assert re.search(rf"launch\.py -m experiment={sweep} hydra\.sweep\.dir=outputs/sweeps/{sweep} seed=0,1,2;", line)
     assert "seed=" not in launch_line(target)  # default: one seed, the command of before
     assert "seed=" not in launch_line(target, "SEEDS=1")
     r = subprocess.run(["make", "-n", target, "SEEDS=0"], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -286,6 +286,8 @@ class LlamaGuardJudge:
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda":  # the job's own GPU, whole (never sharded over the visible ones)
+            device = f"cuda:{torch.cuda.current_device()}"
         dtype = self.dtype
         if dtype == "auto":
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -296,7 +298,8 @@ class LlamaGuardJudge:
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype)
-            kwargs["device_map"] = "auto" if device == "cuda" else device
+        if self.load_in_4bit or device.startswith("cuda"):
+            kwargs["device_map"] = {"": device}  # loaded straight onto the device, in one piece
         try:
             tok = AutoTokenizer.from_pretrained(self.model_name_or_path, trust_remote_code=self.trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(self.model_name_or_path, **kwargs)
