@@ -7,13 +7,12 @@ SEEDS  ?= 1
 # `make methods SEEDS=3` appends seed=0,1,2 to the grid (same sweep dir); SEEDS=1 adds nothing (seed 0 is the
 # default), so the folders of an earlier one-seed sweep are reused
 SEED_GRID = $(if $(shell [ "$(SEEDS)" -ge 1 ] 2>/dev/null && echo ok),,$(error SEEDS must be a whole number >= 1, got '$(SEEDS)'))$(if $(filter-out 1,$(SEEDS)),seed=$(shell seq -s, 0 $$(($(SEEDS) - 1))))
-export HF_HUB_OFFLINE=1
-export TRANSFORMERS_OFFLINE=1
-export HF_DATASETS_OFFLINE=1
+# No HF_HUB_OFFLINE here: your hub cache and login are used as they are, and a run goes offline by itself
+# when its config needs nothing from the hub (every target below: hub.offline=auto, forgetting/hub.py)
 export WANDB_MODE?=offline
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test demo demo-math methods methods-math report bench sync pareto preset clean
+.PHONY: install test demo demo-math methods methods-math report bench sync pareto preset clean clean-cache
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -60,5 +59,8 @@ bench: install               ## where compute goes (PRESET=tiny_math: a fine-tun
 sync: install                ## upload offline W&B runs (not those of earlier attempts, kept under attempts/)
 	find outputs -path '*/attempts/*' -prune -o -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
 
-clean:
-	rm -rf outputs multirun
+clean:                       ## remove sweeps and runs (outputs/sweeps, outputs/runs, multirun); caches stay
+	rm -rf outputs/sweeps outputs/runs multirun
+
+clean-cache:                 ## remove outputs/cache: built presets, base scores, verdicts, poison answers (never your hub cache)
+	rm -rf outputs/cache

@@ -1,4 +1,5 @@
-"""The `forgetting` command: `forgetting report <sweep_dir> ...` (more subcommands can be added here)."""
+"""The `forgetting` command (also `python -m forgetting`): `forgetting report <sweep_dir> ...`,
+`forgetting download <overrides> [--dry-run]`."""
 from __future__ import annotations
 
 import argparse
@@ -9,13 +10,15 @@ from typing import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     from . import env
 
-    env.setup()  # offline W&B, caches inside outputs/
-    from . import report
+    env.setup()  # offline W&B, its caches inside outputs/ (the hub: forgetting/hub.py)
+    from . import download, report
 
     parser = argparse.ArgumentParser(prog="forgetting", description="Safety forgetting under math fine-tuning")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     report.add_arguments(sub.add_parser("report", help="turn a sweep directory into tables and figures",
                                         description=report.__doc__.split("\n")[0]))
+    download.add_arguments(sub.add_parser("download", help="fetch what a config needs from the hub into your cache",
+                                          description=download.__doc__.split("\n\n")[0]))
     args = parser.parse_args(argv)
     return args.func(args)
 

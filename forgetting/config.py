@@ -166,6 +166,12 @@ class LoggerConfig:
 
 
 @dataclass
+class HubConfig:
+    offline: str = "auto"  # auto: the user's HF_HUB_OFFLINE if set, else offline iff nothing comes from the hub
+    #                        | true | false (forgetting/hub.py)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -176,6 +182,7 @@ class Config:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
     lr: float = 2e-4
     epochs: int = 1
     seed: int = 0
@@ -267,5 +274,7 @@ def validate(cfg: DictConfig) -> None:
         g = cfg.eval[name]
         if g.n_public + g.n_private < 1:
             raise ConfigError(f"eval.{name} needs at least one item (n_public + n_private >= 1)")
+    if str(cfg.hub.offline).lower() not in ("auto", "true", "false"):
+        raise ConfigError(f"hub.offline must be auto, true or false, got {cfg.hub.offline!r}")
     if cfg.logger.name not in ("wandb", "none"):
         raise ConfigError(f"logger.name must be 'wandb' or 'none', got {cfg.logger.name!r}")

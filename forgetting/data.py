@@ -85,7 +85,7 @@ def gsm8k(path: str | Path) -> list[dict]:
 
 def gsm8k_hub(name: str, split: str) -> list[dict]:
     """Optional: the same set from the Hugging Face hub (needs network; never used by default)."""
-    from datasets import load_dataset
+    from .hub import load_dataset  # hub access failures as one line
 
     ds = load_dataset(name, "main", split=split)
     return [{"question": r["question"], "answer": r["answer"]} for r in ds]
@@ -246,7 +246,7 @@ def harmful_eval_set(hcfg) -> list[dict]:
 
 def poison_source(pcfg) -> list[dict]:
     if pcfg.source == "hub":  # optional, needs network: BeaverTails' unsafe (prompt, response) rows
-        from datasets import load_dataset
+        from .hub import load_dataset  # hub access failures as one line
 
         ds = load_dataset(pcfg.hub_name, split=pcfg.hub_split)
         return [{"prompt": r["prompt"], "response": r["response"]} for r in ds if not r["is_safe"]]

@@ -1,4 +1,6 @@
-"""Offline-by-default environment: no hub downloads, W&B offline, caches inside the project."""
+"""The process environment: W&B offline by default, W&B and matplotlib caches inside the project. The Hugging
+Face hub is the user's: HF_HOME, the hub cache and the login are never moved, and offline mode is decided per
+run from the composed config (forgetting/hub.py)."""
 import logging
 import os
 import platform
@@ -7,14 +9,13 @@ from pathlib import Path
 
 
 def setup(root: str | Path = "outputs") -> None:
-    """Set defaults before transformers/wandb are imported; a user's own values win."""
+    """Set defaults before wandb is imported; a user's own values win."""
+    from . import hub
+
+    hub.user_env()  # remember the user's HF_HUB_OFFLINE & co. before any run sets them (hub.apply)
     cache = Path(os.environ.get("FORGETTING_CACHE", Path(root) / "cache")).resolve()
     defaults = {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
         "WANDB_MODE": "offline",
-        "HF_HOME": str(cache / "hf"),
         "WANDB_DIR": str(cache / "wandb"),
         "WANDB_CACHE_DIR": str(cache / "wandb" / "cache"),
         "WANDB_DATA_DIR": str(cache / "wandb" / "data"),

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError
+from . import hub
+from .errors import ConfigError, HubError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def tokenizer(mcfg: DictConfig, path: str):
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=bool(mcfg.trust_remote_code),
                                             revision=mcfg.get("revision"))
     except OSError as e:
-        raise ModelLoadError(_load_hint(path, e)) from None
+        raise load_error(path, e) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
@@ -85,7 +86,7 @@ def load(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache", tok=None):
             path, dtype=torch_dtype(mcfg.dtype), use_safetensors=True, quantization_config=quant,
             device_map=device_map(), **common)
     except OSError as e:
-        raise ModelLoadError(_load_hint(path, e)) from None
+        raise load_error(path, e) from None
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -110,15 +111,16 @@ def pin_cpu_4bit_path(model) -> int:
     return n
 
 
-def _load_hint(path: str, err: Exception) -> str:
+def load_error(path: str, err: Exception) -> Exception:
+    """The error to raise when `path` fails to load: a one-line HubError for hub access (gated, login,
+    offline and not cached: hub.explain), else a ModelLoadError with the loader's own first line."""
+    hint = hub.explain(path, err) if hub.is_repo(path) else None
+    if hint:
+        return HubError(hint)
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
     if Path(path).exists():
-        return f"cannot load model from {path}: {msg}"
-    gated = path.startswith("meta-llama/")
-    fix = ("accept the licence on its hub page, then `hf auth login` (or set HF_TOKEN)" if gated else
-           "check the name, or download it first")
-    return (f"model {path!r} is not available offline ({msg}); {fix}, and run with HF_HUB_OFFLINE=0 "
-            "TRANSFORMERS_OFFLINE=0 to allow downloads")
+        return ModelLoadError(f"cannot load model from {path}: {msg}")
+    return ModelLoadError(f"cannot load model {path!r} ({msg}): check the hub id or the local path")
 
 
 def unaligned_path(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache") -> str:
@@ -152,7 +154,7 @@ def unaligned_weights(mcfg: DictConfig, names: set[str] | None = None, cache_dir
         try:
             root = Path(snapshot_download(path, allow_patterns=["*.safetensors", "*.json"]))
         except Exception as e:  # offline, gated, missing: one line that names the fix
-            raise ModelLoadError(_load_hint(path, e)) from None
+            raise load_error(path, e) from None
     files = sorted(root.glob("*.safetensors"))
     if not files:
         raise ModelLoadError(f"no safetensors weights in {root} (unaligned model {path})")

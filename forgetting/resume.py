@@ -12,7 +12,7 @@ same ``config_hash`` as the config about to run. At the start of a run::
                                                                    # with "config_hash": chash
 
 The hash covers the resolved job config minus what cannot change the results
-(``IGNORED_KEYS``: the ``hydra`` node, the logger settings, the thread count); any other
+(``IGNORED_KEYS``: the ``hydra`` node, the logger settings, the thread count, the hub's offline switch); any other
 change, a changed default included, reruns the job.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ METRICS_FILE = "metrics.json"
 
 #: Dotted paths dropped before hashing: they do not change what a run computes.
 #: (``threads`` only sets the CPU thread count: launchers change it, results do not depend on it.)
-IGNORED_KEYS: tuple[str, ...] = ("hydra", "logger", "loggers", "logging", "wandb", "threads", "train_cache")
+IGNORED_KEYS: tuple[str, ...] = ("hydra", "logger", "loggers", "logging", "wandb", "threads", "train_cache", "hub")
 
 
 def _plain(cfg: Any) -> Any:

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import attempts, baseline, caches, curves, data, dedup, env, evaluate, memory, models, poison, train
+from . import attempts, baseline, caches, curves, data, dedup, env, evaluate, hub, memory, models, poison, train
 from .config import validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
@@ -216,6 +216,7 @@ def objectives(cfg: DictConfig, metrics: dict | None):
 
 def main(cfg: DictConfig):
     validate(cfg)
+    log.info("hub: %s", "offline" if hub.apply(cfg) else "online")  # before anything reads the hub (data, models)
     poison.check_source(cfg)  # a poison source that is also an evaluation set: refused unless asked for
     caches.writable(cfg.cache_dir)
     if cfg.model.get("cache_dir") and not cfg.model.name_or_path:

@@ -7,6 +7,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 _TMP = tempfile.mkdtemp(prefix="forgetting-tests-")
 os.environ.setdefault("FORGETTING_CACHE", str(Path(_TMP) / "cache"))  # never touch the user's outputs/
+# Tests never reach the hub nor the user's hub cache (the project itself leaves HF_HOME alone: tests/test_hub.py)
+os.environ.update(HF_HOME=str(Path(_TMP) / "hf"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+os.environ.pop("FORGETTING_USER_HUB_ENV", None)  # (set by a parent process run with env.setup)
 
 from forgetting import env  # noqa: E402
 

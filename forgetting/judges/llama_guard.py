@@ -304,6 +304,12 @@ class LlamaGuardJudge:
             tok = AutoTokenizer.from_pretrained(self.model_name_or_path, trust_remote_code=self.trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(self.model_name_or_path, **kwargs)
         except Exception as e:  # gated repo, offline, wrong path
+            from .. import hub
+            from ..errors import HubError
+
+            hint = hub.explain(self.model_name_or_path, e) if hub.is_repo(self.model_name_or_path) else None
+            if hint:  # one line: accept the licence / log in / `forgetting download`
+                raise HubError(hint) from None
             raise RuntimeError(
                 f"cannot load Llama Guard {self.model_name_or_path!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
                 "the meta-llama repos are gated: accept the licence on the hub and set HF_TOKEN, or give a local path"
