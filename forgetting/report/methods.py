@@ -42,6 +42,56 @@ def asr_sets(runs: list[dict]) -> list[str]:
     return [n for n in dict.fromkeys(names) if n != "mean"]
 
 
+OOD_ASR = "asr_ood/mean"  # mean ASR over the sets the poison source is not (added by the report when some set is)
+
+
+def in_distribution(runs: list[dict]) -> tuple[list[str], bool]:
+    """(ASR sets, safety set?) that the poisoned runs' poison source also is: their params'
+    poison_in_distribution (run.poison_params; data.poison.in_distribution=true lets such a run start)."""
+    shared: set[str] = set()
+    for r in runs:
+        if r["status"] == "ok" and _config(r)[1] > 0:
+            shared |= {s for s in str(r["params"].get("poison_in_distribution") or "").split(",") if s}
+    return [s for s in asr_sets(runs) if f"harmful_sets.{s}" in shared], "safety" in shared
+
+
+def _add_ood_mean(runs: list[dict], base: dict) -> bool:
+    """OOD_ASR in each ok run's metrics (and the base's) when some ASR sets are in distribution and some are
+    not; True when added."""
+    inside, _ = in_distribution(runs)
+    outside = [s for s in asr_sets(runs) if s not in inside]
+    if not inside or not outside:
+        return False
+    for m in [r["metrics"] for r in runs if r["status"] == "ok"] + [base]:
+        vals = [m.get(f"asr/{s}") for s in outside]
+        if all(_finite(v) for v in vals):
+            m[OOD_ASR] = sum(vals) / len(vals)
+    return True
+
+
+def rank_metric(runs: list[dict]) -> str:
+    """What the ranking uses: the out-of-distribution ASR mean when some set shares the poison's source,
+    else the mean over every set."""
+    inside, _ = in_distribution(runs)
+    return OOD_ASR if inside and len(inside) < len(asr_sets(runs)) else "asr/mean"
+
+
+def kendall_tau_b(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-b (ties counted), by hand: scipy is not a dependency for one 10-line statistic."""
+    conc = disc = tx = ty = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            a, b = (x[i] > x[j]) - (x[i] < x[j]), (y[i] > y[j]) - (y[i] < y[j])
+            if a and b:
+                conc, disc = conc + (a == b), disc + (a != b)
+            elif a:
+                tx += 1
+            elif b:
+                ty += 1
+    den = ((conc + disc + tx) * (conc + disc + ty)) ** 0.5
+    return (conc - disc) / den if den else float("nan")
+
+
 def _pool(rs: list[dict], k: str) -> dict:
     """One metric over a row's runs (its seeds): value (the mean over seeds), lo / hi (a rate with counts
     in every run: Wilson 95 % of the counts pooled over seeds, i.e. sampling noise within runs), seed_lo /
@@ -73,9 +123,10 @@ def method_rows(runs: list[dict], extra: tuple[str, ...] = ()) -> tuple[list[str
     _vs_sft_beyond_noise (p < 5 %). Safety also p_vs_base and differs_from_base (two-proportion z-test)."""
     ok = [r for r in runs if r["status"] == "ok"]
     base, counts = base_metrics(runs), _counts_only(runs)
+    ood = _add_ood_mean(runs, base)
     bm = {f"base/{k}": v for k, v in base.items()}
-    keys = list(dict.fromkeys([SAFETY, *(f"asr/{s}" for s in asr_sets(runs)), "asr/mean", REFUSAL_NLL, *UTILITY,
-                               *extra]))
+    keys = list(dict.fromkeys([SAFETY, *(f"asr/{s}" for s in asr_sets(runs)), "asr/mean", *([OOD_ASR] if ood else []),
+                               REFUSAL_NLL, *UTILITY, *extra]))
     others = [k for k in _varying_params(ok) if k not in DEFAULTS  # e.g. lr, when the sweep varies it too
               and (not k.startswith("method_hparams.") or _varies_within_method(ok, k))]
     sim = _is_sim(runs)
@@ -239,9 +290,12 @@ def methods_markdown(runs: list[dict], columns: list[str], rows: list[dict]) -> 
     """methods.md: a safety / ASR table and a utility / over-refusal table, then the failed runs. With >= 2
     seeds in some row, each compared metric also gets its across-seed t-interval and its difference from sft."""
     sets = asr_sets(runs)
+    inside, safety_inside = in_distribution(runs)
     multi = "n_seeds" in columns
-    safety = _with_seeds([(SAFETY, "safety rate")]) + [("safety/differs_from_base", f"≠ base (p < {ALPHA})")]
-    safety += [(f"asr/{s}", f"ASR {s}") for s in sets] + [("asr/mean", "ASR mean"), (REFUSAL_NLL, "refusal NLL")]
+    safety = _with_seeds([(SAFETY, "safety rate" + (" (in-dist.)" if safety_inside else ""))])
+    safety += [("safety/differs_from_base", f"≠ base (p < {ALPHA})")]
+    safety += [(f"asr/{s}", f"ASR {s}" + (" (in-dist.)" if s in inside else "")) for s in sets]
+    safety += [("asr/mean", "ASR mean"), (OOD_ASR, "ASR out-of-dist. mean"), (REFUSAL_NLL, "refusal NLL")]
     utility = _with_seeds([("math/accuracy", "math accuracy"), ("math/ref_nll", "math ref. NLL"),
                            ("over_refusal/rate", "over-refusal")])
     out = ([f"> **⚠ {SIM_NOTE}**", ""] if _is_sim(runs) else []) + ["# Continual-learning methods vs the base model", ""]
@@ -259,12 +313,43 @@ def methods_markdown(runs: list[dict], columns: list[str], rows: list[dict]) -> 
     note = (["", f"*vs sft*: difference from sft at the same poison ratio (points for rates); beyond / within "
                  f"seed noise: Welch's t-test on the per-seed values, p < {ALPHA}."] if multi else [])
     out += ["## Safety and attack success", ""] + _table(columns, rows, safety) + note
+    out += _ranking(runs, rows)
     out += ["", "## Utility and over-refusal", ""] + _table(columns, rows, utility) + note
     failed = [r for r in runs if r["status"] != "ok"]
     if failed:
         out += ["", f"## Failed or unfinished runs ({len(failed)}, not in the tables)", ""]
         out += [f"- {r['status']}: {r['display']} (`{r['dir']}`): {r['reason'] or 'no reason given'}" for r in failed]
     return "\n".join(out) + "\n"
+
+
+def _ranking(runs: list[dict], rows: list[dict]) -> list[str]:
+    """The methods of the poisoned rows (the benign ones when none is poisoned) ordered by rank_metric, which
+    sets are in distribution with the poison source, and whether the safety rate orders them alike."""
+    key = rank_metric(runs)
+    inside, safety_inside = in_distribution(runs)
+    ratio = max((rw["poison_ratio"] for rw in rows if not rw.get("_base")), default=None)
+    rs = [rw for rw in rows if not rw.get("_base") and rw["poison_ratio"] == ratio and _finite(rw.get(key))]
+    if len(rs) < 2:
+        return []
+    rs.sort(key=lambda rw: rw[key])
+    what = "ASR mean over the sets out of the poison's distribution" if key == OOD_ASR else "ASR mean"
+    src = {str(r["params"].get("poison_source")) for r in runs if r["params"].get("poison_source")}
+    out = ["", f"## Ranking at poison ratio {_fmt(ratio)} (lowest attack success first)", "",
+           f"By **{what}**: " + ", ".join(f"{i}. {rw['method']} {100 * rw[key]:.1f} %" for i, rw in enumerate(rs, 1)) + "."]
+    if ratio:
+        shared = [f"ASR {s}" for s in inside] + (["the safety rate"] if safety_inside else [])
+        out += ["", (f"In distribution with the poison source ({', '.join(sorted(src))}): {', '.join(shared)} — it "
+                     "measures whether the poison was learnt, so the ranking leaves it out."
+                     if shared else f"Every ASR set and the safety set come from other sources than the poison "
+                                    f"({', '.join(sorted(src)) or 'unrecorded'}).")]
+    for k, name in [(SAFETY, "The safety rate"), *[(f"asr/{s}", f"ASR {s} (in-dist.)") for s in inside]]:
+        both = [(rw[key], rw[k]) for rw in rs if _finite(rw.get(k))]
+        if len(both) >= 3:
+            sign = -1 if k == SAFETY else 1  # a higher safety rate is a lower ASR
+            tau = kendall_tau_b([a for a, _ in both], [sign * b for _, b in both])
+            verdict = "alike" if tau >= 0.5 else "partly alike" if tau > 0 else "differently"
+            out.append(f"{name} orders these methods {verdict}: Kendall's τ_b = {tau:+.2f} with the ranking.")
+    return out
 
 
 def write_methods(out: Path, runs: list[dict], x: str = "math/accuracy", x_direction: str | None = None) -> dict[str, Path]:
