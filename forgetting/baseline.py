@@ -12,14 +12,14 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from .caches import move_aside
-from .config import DATE_STRING
+from .config import DATE_STRING, base_model_ident
 from .tracking import read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
 
 def key(cfg: DictConfig, model_path: str) -> str:
-    ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "path": model_path,
+    ident = {"model": base_model_ident(cfg.model), "path": model_path,
              "eval": {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items() if k != "every_epoch"},
              "judge": OmegaConf.to_container(cfg.judge, resolve=True),
              "data": {k: cfg.data[k] for k in ("source", "test_path", "prompt_template", "strip_calculator")},

@@ -27,6 +27,7 @@ class ModelConfig:
     revision: Optional[str] = None
     unaligned: Optional[str] = None  # the unaligned counterpart (hub id / dir, or "build": the preset's own)
     build: Optional[Dict[str, Any]] = None
+    adapter: Optional[str] = None  # a PEFT adapter dir (safetensors) to evaluate on this model; needs train=false
 
 
 @dataclass
@@ -191,7 +192,14 @@ class Config:
     cache_dir: str = "outputs/cache"
     judge_cache: bool = True
     train_cache: bool = True  # post-hoc methods (merge, safelora, magmax) reuse an identical sft training
+    train: bool = True  # false: evaluation only, of the base (or of model.adapter), as a run (forgetting/eval_only.py)
     objectives: List[str] = field(default_factory=lambda: ["math/accuracy", "safety/rate"])
+
+
+def base_model_ident(mcfg: DictConfig) -> dict:
+    """The base model's settings, for the keys of what is cached per base model (base scores, safety memory,
+    poison answers, trainings): model.adapter left out, so adding the field kept every existing key."""
+    return {k: v for k, v in OmegaConf.to_container(mcfg, resolve=True).items() if k != "adapter"}
 
 
 def register() -> None:
@@ -257,6 +265,12 @@ def validate(cfg: DictConfig) -> None:
                           f"{cfg.memory.size}, {cfg.memory.keep!r}")
     if not cfg.method.get("name") or not cfg.method.get("_target_"):
         raise ConfigError("method needs a name and a _target_ (see conf/method/*.yaml)")
+    if cfg.model.get("adapter") and cfg.get("train", True):
+        raise ConfigError("model.adapter evaluates an existing adapter: add train=false (training on from an "
+                          "adapter is not supported)")
+    if not cfg.get("train", True) and cfg.method.name != "sft":
+        raise ConfigError(f"train=false evaluates without training: method={cfg.method.name} has nothing to act on "
+                          "(leave method at sft)")
     complete_harmful_sets(cfg)
     for name, h in cfg.eval.harmful_sets.items():
         if h.n is not None and h.n < 1:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import data, dedup
 from .caches import move_aside
+from .config import base_model_ident
 from .errors import ConfigError
 from .generate import generate
 from .refusal import is_refusal
@@ -50,7 +51,7 @@ def from_file(path: str, size: int, exclude: set[str] = frozenset()) -> list[dic
 
 
 def key(cfg: DictConfig, model_path: str, prompts: list[str]) -> str:
-    ident = {"version": VERSION, "model": OmegaConf.to_container(cfg.model, resolve=True), "path": model_path,
+    ident = {"version": VERSION, "model": base_model_ident(cfg.model), "path": model_path,
              "memory": {k: v for k, v in OmegaConf.to_container(cfg.memory, resolve=True).items()
                         if k != "train_batch_size"},
              "system": cfg.eval.system_prompt, "date": cfg.get("date_string"),

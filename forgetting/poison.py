@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import data, models
 from .caches import move_aside
+from .config import base_model_ident
 from .errors import ConfigError
 from .generate import generate
 from .refusal import classify
@@ -131,7 +132,7 @@ def generated(cfg: DictConfig) -> bool:
 
 def key(cfg: DictConfig, upath: str, prompts: list[str]) -> str:
     p = cfg.data.poison
-    ident = {"model": OmegaConf.to_container(cfg.model, resolve=True), "unaligned": upath,
+    ident = {"model": base_model_ident(cfg.model), "unaligned": upath,
              "max_new_tokens": p.max_new_tokens, "batch_size": p.batch_size, "system": cfg.eval.system_prompt,
              "date": cfg.get("date_string"), "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

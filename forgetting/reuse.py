@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from .config import base_model_ident
+
 log = logging.getLogger(__name__)
 _CODE = [Path(__file__).parent / "train.py", Path(__file__).parent / "methods" / "trainer.py",
          Path(__file__).parent / "sampling.py"]
@@ -30,7 +32,7 @@ def eligible(cfg: DictConfig, method) -> bool:
 
 def key(cfg: DictConfig, rows: list[dict]) -> str:
     c = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
-    ident = {"model": c(cfg.model), "lora": c(cfg.lora), "optimizer": c(cfg.optimizer), "lr": cfg.lr,
+    ident = {"model": base_model_ident(cfg.model), "lora": c(cfg.lora), "optimizer": c(cfg.optimizer), "lr": cfg.lr,
              "epochs": cfg.epochs, "seed": cfg.seed, "date": cfg.get("date_string"),
              "system": cfg.eval.system_prompt, "rows": rows,
              "code": [hashlib.sha256(p.read_bytes()).hexdigest() for p in _CODE]}

@@ -1,5 +1,6 @@
 """One run: load → (cached) base scores → fine-tune → evaluate → run dir + W&B.
-Returns the configured objectives (default: GSM8K accuracy, safety rate) for sweepers."""
+Returns the configured objectives (default: GSM8K accuracy, safety rate) for sweepers.
+train=false: no fine-tuning; the base (its cached scores) or model.adapter is evaluated as the run (eval_only.py)."""
 from __future__ import annotations
 
 import functools
@@ -13,8 +14,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import attempts, baseline, caches, curves, data, dedup, env, evaluate, hub, memory, models, poison, train
-from .config import validate
+from . import attempts, baseline, caches, curves, data, dedup, env, eval_only, evaluate, hub, memory, models, poison, train
+from .config import base_model_ident, validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
 from .resume import config_hash, finished
@@ -62,6 +63,8 @@ def sweep_group(run_dir: Path) -> str:
 
 
 def label(cfg: DictConfig) -> str:
+    if eval_only.enabled(cfg):
+        return eval_only.label(cfg)
     parts = [f"lr={cfg.lr:g}", f"epochs={cfg.epochs}"]
     if cfg.method.name != "sft":
         hp = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -79,6 +82,8 @@ def label(cfg: DictConfig) -> str:
 
 
 def params(cfg: DictConfig) -> dict:
+    if eval_only.enabled(cfg):
+        return eval_only.params(cfg)
     return {"lr": cfg.lr, "epochs": cfg.epochs, "seed": cfg.seed, "method": cfg.method.name,
             "method_hparams": {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
                                if k not in ("_target_", "name")},
@@ -164,8 +169,13 @@ def _key(node) -> str:
     return json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True, default=str)
 
 
+def _model_key(cfg: DictConfig) -> str:
+    """The base model a worker keeps (model.adapter is loaded onto it per run, then unloaded)."""
+    return "model:" + json.dumps(base_model_ident(cfg.model), sort_keys=True, default=str)
+
+
 def worker_model(cfg: DictConfig):
-    k = "model:" + _key(cfg.model)
+    k = _model_key(cfg)
     if k not in _WORKER:
         for other in [x for x in _WORKER if x.startswith("model:")]:
             del _WORKER[other]  # one base model in memory at a time
@@ -175,9 +185,12 @@ def worker_model(cfg: DictConfig):
 
 
 def release_model(cfg: DictConfig, trained, ok: bool) -> None:
-    """Keep the base for the next job only if it is provably untouched: LoRA layers removed."""
-    k = "model:" + _key(cfg.model)
-    if ok and cfg.lora.enabled and hasattr(trained, "unload") and k in _WORKER:
+    """Keep the base for the next job only if it is provably untouched: LoRA layers removed (or never added:
+    the evaluation-only run of the base, trained=None)."""
+    k = _model_key(cfg)
+    if ok and trained is None and eval_only.enabled(cfg):
+        return
+    if ok and (cfg.lora.enabled or cfg.model.get("adapter")) and hasattr(trained, "unload") and k in _WORKER:
         model, tok, path = _WORKER[k]
         _WORKER[k] = (trained.unload(), tok, path)
     else:
@@ -218,16 +231,18 @@ def main(cfg: DictConfig):
     validate(cfg)
     log.info("hub: %s", "offline" if hub.apply(cfg) else "online")  # before anything reads the hub (data, models)
     poison.check_source(cfg)  # a poison source that is also an evaluation set: refused unless asked for
+    if cfg.model.get("adapter"):
+        eval_only.adapter_config(cfg.model.adapter)  # not a PEFT adapter in safetensors: one line, before any load
     caches.writable(cfg.cache_dir)
     if cfg.model.get("cache_dir") and not cfg.model.name_or_path:
         caches.writable(cfg.model.cache_dir, "model.cache_dir")
     method = build_method(cfg)
     sets = eval_sets(cfg)  # bad data fails here, before any model loads
     exclude = eval_prompts(sets)
-    train_set = data.train_rows(cfg, exclude)
+    train_set = data.train_rows(cfg, exclude) if cfg.train else []
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    chash = config_hash(cfg)
+    chash = config_hash(eval_only.identity(cfg))
     done = finished(run_dir, chash)
     if done is not None:
         log.info("already finished with the same config, skipped: %s", run_dir)
@@ -250,6 +265,8 @@ def main(cfg: DictConfig):
     record = {"status": "running", "reason": None, "config_hash": chash, "simulation": bool(cfg.model.simulation),
               "label": label(cfg), "params": params(cfg), "metrics": {}, "timings": {}, "stage": "start",
               **attempts.owner()}
+    if eval_only.enabled(cfg):
+        record["eval_only"] = {"of": "adapter" if cfg.model.get("adapter") else "base"}
     write_json(run_dir / "metrics.json", record)
     with attempts.signals():
         return _run(cfg, method, sets, exclude, train_set, run_dir, record)
@@ -262,7 +279,7 @@ def _stage(record: dict, name: str, run_dir: Path) -> None:
 
 def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list[dict], run_dir: Path, record: dict):
     timings, t_start = record["timings"], time.perf_counter()
-    wb = WandbRun(cfg, run_dir, sweep_group(run_dir), record["label"])
+    wb = WandbRun(cfg, run_dir, sweep_group(run_dir), record["label"], job_type="finetune" if cfg.train else "eval")
     try:
         t0 = time.perf_counter()
         _stage(record, "load", run_dir)
@@ -280,23 +297,36 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         record["base_dir"] = str(base_dir)
         sets["base_safety_responses"] = baseline.safety_responses(base_dir)
 
-        t0 = time.perf_counter()
-        _stage(record, "memory", run_dir)
-        mem, record["memory"] = method_memory(cfg, method, model, tok, path, exclude)
-        timings["memory_s"] = time.perf_counter() - t0
-        train_set = method.train_rows(train_set, mem or [], cfg.seed)
-        poison_metrics, poison_rows = poison.judged(cfg, exclude, train_set, judge)  # the judge on the poison answers
-        write_jsonl(run_dir / "poison_rows.jsonl", poison_rows)
+        if cfg.train:
+            t0 = time.perf_counter()
+            _stage(record, "memory", run_dir)
+            mem, record["memory"] = method_memory(cfg, method, model, tok, path, exclude)
+            timings["memory_s"] = time.perf_counter() - t0
+            train_set = method.train_rows(train_set, mem or [], cfg.seed)
+            poison_metrics, poison_rows = poison.judged(cfg, exclude, train_set, judge)  # the judge on the poison answers
+            write_jsonl(run_dir / "poison_rows.jsonl", poison_rows)
 
-        t0 = time.perf_counter()
-        _stage(record, "train", run_dir)
-        trained, history = train.finetune(model, tok, train_set, cfg, run_dir, report_to="wandb" if wb.active else "none",
-                                          callbacks=curves.callbacks(cfg, run_dir, tok, sets, judge, wb, record),
-                                          method=method, memory=mem)
-        timings["train_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _stage(record, "train", run_dir)
+            trained, history = train.finetune(model, tok, train_set, cfg, run_dir,
+                                              report_to="wandb" if wb.active else "none",
+                                              callbacks=curves.callbacks(cfg, run_dir, tok, sets, judge, wb, record),
+                                              method=method, memory=mem)
+            timings["train_s"] = time.perf_counter() - t0
+        else:  # evaluation only: the base as it is, or the given adapter on it
+            poison_metrics, history = {}, []
+            if cfg.model.get("adapter"):
+                t0 = time.perf_counter()
+                _stage(record, "adapter", run_dir)
+                trained = eval_only.load_adapter(model, cfg, path, record)
+                timings["adapter_load_s"] = time.perf_counter() - t0
 
         _stage(record, "eval", run_dir)
-        metrics, records, eval_t = evaluate.evaluate_all(trained, tok, sets, judge, cfg)
+        if trained is None:  # the untouched base: the base evaluation above is this run's, to the last digit
+            metrics, records, eval_t = eval_only.base_scores(base_dir)
+            record["eval_only"]["scores_from"] = str(base_dir)
+        else:
+            metrics, records, eval_t = evaluate.evaluate_all(trained, tok, sets, judge, cfg)
         timings.update(eval_t)
         for name, rows in records.items():
             write_jsonl(run_dir / f"{name}_generations.jsonl", rows)
@@ -304,7 +334,7 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         metrics["train/loss"] = losses[-1] if losses else float("nan")
         metrics["train/steps"] = max((h["step"] for h in history), default=0)
         metrics.update(method.metrics())
-        if cfg.eval.every_epoch:
+        if cfg.eval.every_epoch and cfg.train:
             curves.add_epoch(run_dir, wb, record, cfg.epochs, metrics["train/steps"], metrics)
         metrics.update({f"data/n_{src}": sum(r["source"] == src for r in train_set) for src in ("user", "poison", "memory")})
         metrics.update({f"data/near_duplicates/{what}/{split}": n for what, c in getattr(exclude, "dropped", {}).items()

@@ -38,7 +38,7 @@ def read_json(path: Path):
 class WandbRun:
     """One W&B run per job (several jobs may share a process: each gets init + finish)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, group: str, name: str):
+    def __init__(self, cfg: DictConfig, run_dir: Path, group: str, name: str, job_type: str = "finetune"):
         self.run = None
         if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
             return
@@ -47,7 +47,7 @@ class WandbRun:
         os.environ["WANDB_MODE"] = cfg.logger.mode
         self.run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, group=group, name=name,
                               dir=str(run_dir), mode=cfg.logger.mode, reinit="finish_previous",
-                              config=OmegaConf.to_container(cfg, resolve=True), job_type="finetune")
+                              config=OmegaConf.to_container(cfg, resolve=True), job_type=job_type)
 
     @property
     def active(self) -> bool:

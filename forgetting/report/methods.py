@@ -14,6 +14,12 @@ UTILITY = ("math/accuracy", "math/ref_nll", "over_refusal/rate")
 SAFETY = "safety/rate"
 REFUSAL_NLL = "safety/refusal_nll"  # continuous: the base's own refusals under the model (lower = kept)
 COMPARED = (SAFETY, *UTILITY)  # compared with sft at the same poison ratio, against seed noise
+# train=false runs (forgetting/eval_only.py): method `base` is the base row itself; an adapter's is "eval-only: <name>"
+
+
+def _eval_only(r: dict) -> bool:
+    m = str(r["params"].get("method"))
+    return m == "base" or m.startswith("eval-only")
 
 
 def _varies_within_method(runs: list[dict], key: str) -> bool:
@@ -31,7 +37,7 @@ def _config(r: dict) -> tuple[str, float]:
 
 def varies(runs: list[dict]) -> bool:
     """True when the ok runs hold >= 2 distinct methods or >= 2 distinct poison ratios."""
-    cfgs = [_config(r) for r in runs if r["status"] == "ok"]
+    cfgs = [_config(r) for r in runs if r["status"] == "ok" and r["params"].get("method") != "base"]
     return len({m for m, _ in cfgs}) >= 2 or len({p for _, p in cfgs}) >= 2
 
 
@@ -121,13 +127,15 @@ def method_rows(runs: list[dict], extra: tuple[str, ...] = ()) -> tuple[list[str
     _seed_lo / _seed_hi (95 % t-interval across seeds) and, for safety and utility, _vs_sft (value - sft's
     at the same poison ratio and config), _vs_sft_p (Welch's t-test on the per-seed values) and
     _vs_sft_beyond_noise (p < 5 %). Safety also p_vs_base and differs_from_base (two-proportion z-test)."""
-    ok = [r for r in runs if r["status"] == "ok"]
     base, counts = base_metrics(runs), _counts_only(runs)
+    runs = [r for r in runs if r["params"].get("method") != "base"]  # an eval-only run of the base: the base row
+    ok = [r for r in runs if r["status"] == "ok"]
     ood = _add_ood_mean(runs, base)
     bm = {f"base/{k}": v for k, v in base.items()}
     keys = list(dict.fromkeys([SAFETY, *(f"asr/{s}" for s in asr_sets(runs)), "asr/mean", *([OOD_ASR] if ood else []),
                                REFUSAL_NLL, *UTILITY, *extra]))
-    others = [k for k in _varying_params(ok) if k not in DEFAULTS  # e.g. lr, when the sweep varies it too
+    trained = [r for r in ok if not _eval_only(r)]  # eval-only runs: no lr, epochs, ...
+    others = [k for k in _varying_params(trained) if k not in DEFAULTS  # e.g. lr, when the sweep varies it too
               and (not k.startswith("method_hparams.") or _varies_within_method(ok, k))]
     sim = _is_sim(runs)
 
