@@ -158,3 +158,30 @@ def test_other_varying_param_and_ref_nll_axis(tmp_path):
     assert [(r["method"], r["config"]) for r in rows] == [("base", ""), ("sft", "lr=0.001"), ("sft", "lr=0.01"),
                                                           ("der", "lr=0.001")]
     assert Path(paths["methods.png"]).stat().st_size > 0
+
+
+def test_in_distribution_asr_is_labelled_and_left_out_of_the_ranking(tmp_path):
+    """A poison source that is also an ASR set (data/poison=advbench): its column says "in-dist.", an
+    out-of-distribution ASR mean (the other sets) sits beside it, and the ranking uses that mean."""
+    from forgetting.report.methods import kendall_tau_b
+
+    root = tmp_path / "sweep"
+    shared = {"poison_source": "harmful_behaviors.csv", "poison_in_distribution": "harmful_sets.advbench"}
+    cells = [("0", "sft", 0.0, metrics(0.9)), ("1", "sft", 0.1, metrics(0.3, adv=0.99, harm=0.9)),
+             ("2", "replay", 0.1, metrics(0.9, adv=0.5, harm=0.2)), ("3", "der", 0.1, metrics(0.8, adv=0.2, harm=0.6)),
+             ("4", "lisa", 0.1, metrics(0.95, adv=0.1, harm=0.1))]
+    for sub, method, ratio, m in cells:
+        write_run(root, sub, dict(method=method, poison_ratio=ratio, **shared), m)
+    runs = rp.load_runs(root)
+    assert rp.in_distribution(runs) == (["advbench"], False) and rp.rank_metric(runs) == "asr_ood/mean"
+    cols, rows = rp.method_rows(runs)
+    by = {(r["method"], r.get("poison_ratio")): r for r in rows}
+    assert by[("der", 0.1)]["asr_ood/mean"] == pytest.approx(0.6) and by[("base", None)]["asr_ood/mean"] == 0.3
+    md = rp.methods_markdown(runs, cols, rows)
+    assert "ASR advbench (in-dist.)" in md and "ASR harmbench |" in md and "ASR out-of-dist. mean" in md
+    # ranked by the harmbench ASR (lisa 0.1, replay 0.2, der 0.6, sft 0.9), not by advbench (der before replay)
+    assert "1. lisa 10.0 %, 2. replay 20.0 %, 3. der 60.0 %, 4. sft 90.0 %" in md
+    assert "In distribution with the poison source (harmful_behaviors.csv): ASR advbench" in md
+    tau = kendall_tau_b([0.1, 0.2, 0.6, 0.9], [-0.95, -0.9, -0.8, -0.3])
+    assert tau == 1.0 and f"The safety rate orders these methods alike: Kendall's τ_b = {tau:+.2f}" in md
+    assert "ASR advbench (in-dist.) orders these methods alike: Kendall's τ_b = +0.67" in md  # der / replay swap

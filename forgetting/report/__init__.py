@@ -46,7 +46,7 @@ from typing import Sequence
 from ..errors import ConfigError
 from .curves import has_curves, plot_epochs
 from .figure_layout import set_math_task
-from .methods import asr_sets, method_rows, methods_markdown, varies, write_methods
+from .methods import asr_sets, in_distribution, method_rows, methods_markdown, rank_metric, varies, write_methods
 from .plots import CLASS_COLOURS, EXTRA_CLASS_COLOURS, plot_classes, plot_pareto, plot_tradeoff
 from .points import _units
 from .runs import (SIM_NOTE, math_task, SKIP_DIRS, _is_sim, base_metrics, find_metrics_files, group_by_config,
