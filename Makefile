@@ -13,9 +13,12 @@ export HF_DATASETS_OFFLINE=1
 export WANDB_MODE?=offline
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test demo demo-math methods methods-math report bench sync pareto preset clean
+.PHONY: help install test demo demo-math methods methods-math report bench sync pareto preset clean
 
-install: $(STAMP)
+help:                        ## list the targets (this)
+	@awk 'match($$0, /^[a-zA-Z_-]+:[^#]*## /) { printf "  %-14s %s\n", substr($$0, 1, index($$0, ":") - 1), substr($$0, RSTART + RLENGTH) }' $(MAKEFILE_LIST)
+
+install: $(STAMP)            ## create .venv: the pinned CPU torch, then this package with its test extras
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -23,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-test: install
+test: install                ## run the test suite (the exact command CI runs)
 	$(PY) -m pytest tests
 
 preset: install              ## build (or reuse) the offline tiny preset
@@ -51,7 +54,7 @@ pareto: install              ## Optuna search of the safety / ref-NLL Pareto fro
 	$(PY) launch.py -m +sweeps=pareto hydra.sweep.dir=outputs/sweeps/pareto; status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/pareto --x math/ref_nll --wandb; exit $$status
 
-report: install
+report: install              ## tables and figures of one sweep dir: make report SWEEP=<dir>
 	$(PY) -m forgetting.report $(SWEEP)
 
 bench: install               ## where compute goes (PRESET=tiny_math: a fine-tune that writes `#### N` lines; DEMO=none|cached|fresh)
@@ -60,5 +63,5 @@ bench: install               ## where compute goes (PRESET=tiny_math: a fine-tun
 sync: install                ## upload offline W&B runs (not those of earlier attempts, kept under attempts/)
 	find outputs -path '*/attempts/*' -prune -o -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
 
-clean:
+clean:                       ## delete outputs/ and multirun/: every sweep, run and cache
 	rm -rf outputs multirun
