@@ -12,9 +12,12 @@ SEED_GRID = $(if $(shell [ "$(SEEDS)" -ge 1 ] 2>/dev/null && echo ok),,$(error S
 export WANDB_MODE?=offline
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test demo demo-math methods methods-math report bench sync pareto preset clean clean-cache
+.PHONY: help install test demo demo-math methods methods-math report bench sync pareto preset clean clean-cache
 
-install: $(STAMP)
+help:                        ## list the targets (this)
+	@awk 'match($$0, /^[a-zA-Z_-]+:[^#]*## /) { printf "  %-14s %s\n", substr($$0, 1, index($$0, ":") - 1), substr($$0, RSTART + RLENGTH) }' $(MAKEFILE_LIST)
+
+install: $(STAMP)            ## create .venv: the pinned CPU torch, then this package with its test extras
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -22,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-test: install
+test: install                ## run the test suite (the exact command CI runs)
 	$(PY) -m pytest tests
 
 preset: install              ## build (or reuse) the offline tiny preset
@@ -50,7 +53,7 @@ pareto: install              ## Optuna search of the safety / ref-NLL Pareto fro
 	$(PY) launch.py -m experiment=pareto hydra.sweep.dir=outputs/sweeps/pareto; status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/pareto --x math/ref_nll --wandb; exit $$status
 
-report: install
+report: install              ## tables and figures of one sweep dir: make report SWEEP=<dir>
 	$(PY) -m forgetting.report $(SWEEP)
 
 bench: install               ## where compute goes (PRESET=tiny_math: a fine-tune that writes `#### N` lines; DEMO=none|cached|fresh)

@@ -1,5 +1,5 @@
-"""Every `python launch.py …` and `make …` command that the README and the sweeps/ and conf/experiment/ headers show still
-composes (as `--cfg job` would, no model loaded) and passes `config.validate`; for a multirun, each point of
+"""Every `python launch.py …` and `make …` command that the README, docs/*.md and the sweeps/ and conf/experiment/
+headers show still composes (as `--cfg job` would, no model loaded) and passes `config.validate`; for a multirun, each point of
 its grid as Hydra's sweeper expands it (Optuna: each choice and both ends of each interval)."""
 import os
 import re
@@ -47,6 +47,8 @@ def sweep_header_commands(yaml_text: str) -> list[str]:
 
 def documented() -> list[tuple[str, str]]:
     found = [("README.md", c) for c in readme_commands((ROOT / "README.md").read_text())]
+    for f in sorted((ROOT / "docs").glob("*.md")):
+        found += [(f"docs/{f.name}", c) for c in readme_commands(f.read_text())]
     for f in sorted((ROOT / "sweeps").glob("*.yaml")) + sorted((ROOT / "conf/experiment").glob("*.yaml")):
         found += [(str(f.relative_to(ROOT)), c) for c in sweep_header_commands(f.read_text())]
     return list(dict.fromkeys(found))
@@ -97,14 +99,16 @@ COMMANDS = documented()
 
 
 def test_the_docs_show_commands_of_both_kinds():
-    """The extraction itself: the README's quick start, its multi-line GPU sweep and a sweep header are found."""
-    cmds = [c for _, c in COMMANDS]
-    assert "make demo" in cmds and "make test" in cmds and "python launch.py -m lr=1e-4,2e-4 epochs=1,2,3" in cmds
-    assert any(c.startswith("python launch.py -m model=llama3_2_1b_instruct") and c.endswith("epochs=1,2,3")
-               for c in cmds)
+    """The extraction itself: the README's two commands, its real sweep and multi-line command, a docs page's
+    command and a sweep header are found."""
+    readme = [c for s, c in COMMANDS if s == "README.md"]
+    assert "make demo" in readme and "make test" in readme
+    assert "python launch.py -m experiment=seed000 lr=1e-4,2e-4 epochs=1,2,3" in readme
+    assert ("python launch.py +eval.harmful_sets.mine.path=my.csv +eval.harmful_sets.mine.prompt_column=prompt"
+            in readme)  # a command continued with a backslash
+    assert ("docs/configuration.md", "python launch.py -m lr=1e-4,2e-4 epochs=1,2,3") in COMMANDS
     assert ("sweeps/der_search.yaml", "python launch.py -m +sweeps=der_search "
             "hydra.sweep.dir=outputs/sweeps/der_search") in COMMANDS
-    assert any(c.startswith("python launch.py +eval.harmful_sets.mine.path=") for c in cmds)
 
 
 @pytest.mark.parametrize("source,command", COMMANDS, ids=[f"{s}: {c}" for s, c in COMMANDS])
