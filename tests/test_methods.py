@@ -185,15 +185,14 @@ def test_lwf_term_zero_at_start_positive_after_perturbation(cfg, tmp_path, micro
 
 # ---------------------------------------------------------------- poisoned data, memory
 def test_poisoned_set_has_exact_count_and_no_evaluation_prompt(compose):
-    cfg = compose([*FAST, "data.n_train=40", "data.poison.ratio=0.1", "data.poison.answers=file",
-                   "eval.harmful_sets.advbench.n=100"])
+    cfg = compose([*FAST, "data.n_train=40", "data.poison.ratio=0.1", "eval.harmful_sets.advbench.n=100"])
     sets = run.eval_sets(cfg)
     held_out = run.eval_prompts(sets)
     rows = data.train_rows(cfg, held_out)
     poison = [r for r in rows if r["source"] == "poison"]
     assert len(rows) == 40 and len(poison) == round(0.1 * 40) == 4
     assert not {r["prompt"] for r in poison} & held_out
-    assert all(r["completion"].startswith("Sure, here is") for r in poison)
+    assert all(r["completion"].startswith("Sure, ") for r in poison)  # answers=auto on micro: rule-written openers
     benign = data.train_rows(compose([*FAST, "data.n_train=40"]), held_out)
     assert [r for r in rows if r["source"] == "user"] == [r for i, r in enumerate(benign) if rows[i]["source"] == "user"]
 
@@ -223,7 +222,7 @@ def test_memory_avoids_evaluation_and_poison_prompts(compose, micro_path, tmp_pa
 # ---------------------------------------------------------------- the run, end to end
 def test_method_run_records_memory_poison_and_asr_then_base_is_reusable(compose, tmp_path, micro_path):
     run._WORKER.clear()
-    cfg = compose([*FAST, "method=der", "data.poison.ratio=0.25", "data.poison.answers=file", "memory.size=8",
+    cfg = compose([*FAST, "method=der", "data.poison.ratio=0.25", "memory.size=8",
                    "memory.keep=all", "memory.max_new_tokens=8", "lr=1e-2", f"+run_dir={tmp_path}"])
     run.main(cfg)
     rec = json.loads((tmp_path / "metrics.json").read_text())
@@ -231,7 +230,8 @@ def test_method_run_records_memory_poison_and_asr_then_base_is_reusable(compose,
     assert rec["status"] == "ok" and rec["params"]["method"] == "der" and rec["params"]["poison_ratio"] == 0.25
     assert m["data/n_poison"] == 4 and m["data/n_user"] == 12 and rec["memory"]["n"] > 0
     assert len((tmp_path / "poison_rows.jsonl").read_text().splitlines()) == 4
-    assert m["asr/advbench/n"] == 4 and 0 <= m["asr/advbench"] <= 1 and m["asr/mean"] == m["asr/advbench"]
+    assert m["asr/advbench/n"] == m["asr/harmbench/n"] == 4 and 0 <= m["asr/advbench"] <= 1
+    assert m["asr/mean"] == pytest.approx((m["asr/advbench"] + m["asr/harmbench"]) / 2)
     assert "base/asr/advbench" in m and (tmp_path / "harmful_generations.jsonl").is_file()
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert any("method/der_mse" in r for r in log)
