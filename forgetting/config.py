@@ -28,6 +28,8 @@ class ModelConfig:
     unaligned: Optional[str] = None  # the unaligned counterpart (hub id / dir, or "build": the preset's own)
     build: Optional[Dict[str, Any]] = None
     adapter: Optional[str] = None  # a PEFT adapter dir (safetensors) to evaluate on this model; needs train=false
+    chat_template: Optional[str] = None  # a .jinja file (pkg://chat_templates/...) replacing the tokenizer's own
+    eos_tokens: List[str] = field(default_factory=list)  # tokens that also end an answer (Gemma: <end_of_turn>)
 
 
 @dataclass
@@ -196,10 +198,15 @@ class Config:
     objectives: List[str] = field(default_factory=lambda: ["math/accuracy", "safety/rate"])
 
 
+LATER_FIELDS = {"chat_template": None, "eos_tokens": []}  # model fields added after caches existed: their defaults
+
+
 def base_model_ident(mcfg: DictConfig) -> dict:
     """The base model's settings, for the keys of what is cached per base model (base scores, safety memory,
-    poison answers, trainings): model.adapter left out, so adding the field kept every existing key."""
-    return {k: v for k, v in OmegaConf.to_container(mcfg, resolve=True).items() if k != "adapter"}
+    poison answers, trainings): model.adapter left out, and LATER_FIELDS at their defaults, so adding those
+    fields kept every existing key."""
+    return {k: v for k, v in OmegaConf.to_container(mcfg, resolve=True).items()
+            if k != "adapter" and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def register() -> None:
@@ -252,6 +259,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.n_train={cfg.data.n_train} exceeds data.arith_n_train={cfg.data.arith_n_train}")
     if cfg.model.name_or_path is None and not cfg.model.build:
         raise ConfigError(f"model {cfg.model.name!r} has neither name_or_path nor a build recipe")
+    if cfg.model.get("chat_template"):
+        from .data import resolve
+
+        if not resolve(cfg.model.chat_template).is_file():
+            raise ConfigError(f"model.chat_template file not found: {resolve(cfg.model.chat_template)}")
     if not 0 <= cfg.data.poison.ratio <= 1:
         raise ConfigError(f"data.poison.ratio must be in [0, 1], got {cfg.data.poison.ratio}")
     if cfg.data.poison.source not in ("local", "hub"):

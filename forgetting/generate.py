@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StaticCache
 
-from . import kv_cache
+from . import chat, kv_cache
 from .config import DATE_STRING
 from .math import CALC, first_answer
 
@@ -40,10 +40,10 @@ def answer_line_done(tokenizer, toks: list[int]) -> bool:
 
 
 def chat_prompt(tokenizer, user: str, system: str | None = None, date_string: str = DATE_STRING) -> str:
-    """`date_string` is a template variable: Llama 3.x templates otherwise print today's date."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                         date_string=date_string)
+    """`date_string` is a template variable: Llama 3.x templates otherwise print today's date. A template without
+    a system role gets `system` in the user turn (chat.messages)."""
+    return tokenizer.apply_chat_template(chat.messages(tokenizer, user, system), tokenize=False,
+                                         add_generation_prompt=True, date_string=date_string)
 
 
 def eos_ids(model, tokenizer) -> list[int]:

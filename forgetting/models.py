@@ -67,9 +67,36 @@ def tokenizer(mcfg: DictConfig, path: str):
         raise load_error(path, e) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if mcfg.get("chat_template"):
+        use_template(tok, mcfg.chat_template, path)
     if tok.chat_template is None:
-        raise ConfigError(f"model {path} has no chat template; set one or pick another model")
+        raise ConfigError(f"model {path} has no chat template; set model.chat_template or pick another model")
     return tok
+
+
+def use_template(tok, template: str, path: str) -> None:
+    """Put the preset's template file (model.chat_template, read byte for byte) on the tokenizer; says so when
+    the downloaded tokenizer's own template differs (a hub update, or another revision)."""
+    from .data import resolve
+
+    text = resolve(template).read_bytes().decode("utf-8")
+    if tok.chat_template is not None and tok.chat_template != text:
+        log.info("%s: the tokenizer's own chat template differs from model.chat_template (%s); using the latter",
+                 path, template)
+    tok.chat_template = text
+
+
+def add_eos_tokens(model, tok, tokens) -> None:
+    """Let `tokens` end generation too (forgetting.generate stops at the generation config's EOS ids)."""
+    ids = []
+    for t in tokens:
+        i = tok.convert_tokens_to_ids(t)
+        if i is None or i == tok.unk_token_id:
+            raise ConfigError(f"model.eos_tokens: {t!r} is not a token of this tokenizer")
+        ids.append(i)
+    gen = model.generation_config
+    have = gen.eos_token_id if isinstance(gen.eos_token_id, (list, tuple)) else [gen.eos_token_id]
+    gen.eos_token_id = [i for i in dict.fromkeys([*have, *ids]) if i is not None]
 
 
 def load(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache", tok=None):
@@ -87,6 +114,8 @@ def load(mcfg: DictConfig, cache_dir: str | Path = "outputs/cache", tok=None):
             device_map=device_map(), **common)
     except OSError as e:
         raise load_error(path, e) from None
+    if mcfg.get("eos_tokens"):
+        add_eos_tokens(model, tok, mcfg.eos_tokens)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 

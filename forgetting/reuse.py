@@ -19,7 +19,7 @@ from .config import base_model_ident
 
 log = logging.getLogger(__name__)
 _CODE = [Path(__file__).parent / "train.py", Path(__file__).parent / "methods" / "trainer.py",
-         Path(__file__).parent / "sampling.py"]
+         Path(__file__).parent / "sampling.py", Path(__file__).parent / "chat.py"]
 
 
 def eligible(cfg: DictConfig, method) -> bool:

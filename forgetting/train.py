@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
+from . import chat
 from .config import DATE_STRING
 
 
@@ -36,12 +37,17 @@ class JsonlLog(TrainerCallback):
             raise NonFiniteLoss(f"non-finite training loss {loss} at step {state.global_step}")
 
 
-def chat_rows(rows: list[dict], system: str | None = None, date_string: str = DATE_STRING) -> list[dict]:
+def chat_rows(rows: list[dict], system: str | None = None, date_string: str = DATE_STRING,
+              tokenizer=None) -> list[dict]:
     """{"prompt", "completion"} strings → TRL's conversational prompt-completion format. TRL 1.16 passes a row's
-    `chat_template_kwargs` to apply_chat_template (SFTConfig has no such field): the date is pinned per row."""
-    sys = [{"role": "system", "content": system}] if system else []
-    return [{"prompt": sys + [{"role": "user", "content": r["prompt"]}],
-             "completion": [{"role": "assistant", "content": r["completion"]}],
+    `chat_template_kwargs` to apply_chat_template (SFTConfig has no such field): the date is pinned per row.
+    With `tokenizer`, a template without a system role gets `system` in the user turn (chat.messages)."""
+    def prompt(text: str) -> list[dict]:
+        if tokenizer is not None:
+            return chat.messages(tokenizer, text, system)
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+
+    return [{"prompt": prompt(r["prompt"]), "completion": [{"role": "assistant", "content": r["completion"]}],
              "chat_template_kwargs": {"date_string": date_string}} for r in rows]
 
 
@@ -121,13 +127,13 @@ def make_trainer(model, tokenizer, rows: list[dict], cfg: DictConfig, run_dir: P
     date = OmegaConf.select(cfg, "date_string", default=DATE_STRING)
     trainer = MethodTrainer(
         method=method or SFT(),
-        memory_rows=chat_rows(memory, cfg.eval.system_prompt, date) if memory else None,
+        memory_rows=chat_rows(memory, cfg.eval.system_prompt, date, tokenizer) if memory else None,
         memory_batch_size=OmegaConf.select(cfg, "memory.train_batch_size"),
         model=model,
         args=args,
         # `source` (user / poison / memory) lets the sampler keep the mix random (forgetting.sampling)
         train_dataset=Dataset.from_list([dict(c, source=r.get("source", "user")) for c, r in
-                                         zip(chat_rows(rows, cfg.eval.system_prompt, date), rows)]),
+                                         zip(chat_rows(rows, cfg.eval.system_prompt, date, tokenizer), rows)]),
         processing_class=tokenizer,
         peft_config=lora_config(cfg.lora),
         callbacks=[log, *(callbacks or [])],
