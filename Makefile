@@ -4,6 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SWEEP  ?= outputs/sweeps/demo
 SEEDS  ?= 1
+PORT   ?= 8080
 # `make methods SEEDS=3` appends seed=0,1,2 to the grid (same sweep dir); SEEDS=1 adds nothing (seed 0 is the
 # default), so the folders of an earlier one-seed sweep are reused
 SEED_GRID = $(if $(shell [ "$(SEEDS)" -ge 1 ] 2>/dev/null && echo ok),,$(error SEEDS must be a whole number >= 1, got '$(SEEDS)'))$(if $(filter-out 1,$(SEEDS)),seed=$(shell seq -s, 0 $$(($(SEEDS) - 1))))
@@ -12,7 +13,7 @@ SEED_GRID = $(if $(shell [ "$(SEEDS)" -ge 1 ] 2>/dev/null && echo ok),,$(error S
 export WANDB_MODE?=offline
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install test demo demo-math methods methods-math report bench sync pareto preset clean clean-cache
+.PHONY: help install test demo demo-math methods methods-math report bench sync pareto dashboard preset clean clean-cache
 
 help:                        ## list the targets (this)
 	@awk 'match($$0, /^[a-zA-Z_-]+:[^#]*## /) { printf "  %-14s %s\n", substr($$0, 1, index($$0, ":") - 1), substr($$0, RSTART + RLENGTH) }' $(MAKEFILE_LIST)
@@ -52,6 +53,12 @@ methods-math: install        ## the same comparison on tiny_math, where arith ac
 pareto: install              ## Optuna search of the safety / ref-NLL Pareto front on the tiny preset
 	$(PY) launch.py -m experiment=pareto hydra.sweep.dir=outputs/sweeps/pareto; status=$$?; \
 	$(PY) -m forgetting.report outputs/sweeps/pareto --x math/ref_nll --wandb; exit $$status
+
+dashboard: install           ## the Optuna study of a sweep in optuna-dashboard: make dashboard SWEEP=outputs/sweeps/pareto [PORT=8080]
+	test -x $(VENV)/bin/optuna-dashboard || $(PY) -m pip install -q -e ".[dashboard]"
+	@storage=$$($(PY) -m hydra_plugins.forgetting_plugins._optuna_workers $(SWEEP)) || exit 1; \
+	echo "open http://127.0.0.1:$(PORT)/ for $$storage (from another machine: ssh -L $(PORT):127.0.0.1:$(PORT) <this host>)"; \
+	$(VENV)/bin/optuna-dashboard --port $(PORT) "$$storage"
 
 report: install              ## tables and figures of one sweep dir: make report SWEEP=<dir>
 	$(PY) -m forgetting.report $(SWEEP)

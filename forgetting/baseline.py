@@ -1,10 +1,18 @@
 """The untouched base model's scores: computed once per (model, eval sets, judge) and cached, so
-every run of a sweep reports its change from the same base."""
+every run of a sweep reports its change from the same base.
+
+Safe on a shared filesystem without working locks: an entry is written in a private dir and published by
+one atomic rename; a job that loses the race (another host published first) uses the published entry, so
+an entry's files always come from one writer. The file lock only saves a second computation where locks
+work (one host; most NFS)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+import shutil
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -34,23 +42,39 @@ def key(cfg: DictConfig, model_path: str) -> str:
 
 def get(cfg: DictConfig, model_path: str, compute: Callable[[], tuple[dict, dict, dict]]) -> tuple[dict, Path]:
     """→ (base metrics, dir). `compute` returns (metrics, records, timings) of the base model."""
-    d = Path(cfg.cache_dir) / "baselines" / f"{cfg.model.name}-{key(cfg, model_path)}"
-    d.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(d / ".lock")):
-        if (d / "metrics.json").exists():
+    root = Path(cfg.cache_dir) / "baselines"
+    d = root / f"{cfg.model.name}-{key(cfg, model_path)}"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{d.name}.lock")):
+        if d.exists():
             try:
-                cached = read_json(d / "metrics.json")["metrics"]
-                safety_responses(d)  # the refusal NLL's references must be readable too
-                return cached, d
+                return _read(d), d
             except (ValueError, KeyError, TypeError, OSError) as e:
-                move_aside(d / "metrics.json", f"{type(e).__name__}: {e}".splitlines()[0][:120])
+                try:
+                    move_aside(d, f"{type(e).__name__}: {e}".splitlines()[0][:120])
+                except FileNotFoundError:  # another job moved it first
+                    pass
         log.info("evaluating the base model (once per model, eval sets and judge): %s", d)
         metrics, records, timings = compute()
+        tmp = root / f".{d.name}.{socket.gethostname()}-{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         for name, rows in records.items():
-            write_jsonl(d / f"{name}_generations.jsonl", rows)
-        OmegaConf.save(cfg, d / "config.yaml", resolve=True)
-        write_json(d / "metrics.json", {"metrics": metrics, "timings": timings, "model_path": model_path})
+            write_jsonl(tmp / f"{name}_generations.jsonl", rows)
+        OmegaConf.save(cfg, tmp / "config.yaml", resolve=True)
+        write_json(tmp / "metrics.json", {"metrics": metrics, "timings": timings, "model_path": model_path})
+        try:
+            os.rename(tmp, d)  # atomic: readers see every file of one writer, or no entry
+        except OSError:  # published by another job meanwhile: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            return _read(d), d
         return metrics, d
+
+
+def _read(d: Path) -> dict:
+    metrics = read_json(d / "metrics.json")["metrics"]
+    safety_responses(d)  # the refusal NLL's references must be readable too
+    return metrics
 
 
 def safety_responses(base_dir: Path) -> list[str]:

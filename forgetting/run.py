@@ -203,7 +203,7 @@ def worker_judge(cfg: DictConfig):
         log.info("building the judge %s (once per worker)", cfg.judge.get("name", "?"))
         judge = instantiate(cfg.judge)
         if cfg.judge_cache:  # verdicts by (judge identity, prompt, response): never asked twice
-            judge = CachedJudge(judge, Path(cfg.cache_dir) / "verdicts.sqlite")
+            judge = CachedJudge(judge, Path(cfg.cache_dir) / "verdicts")  # one shard per process
         _WORKER[k] = judge
     return _WORKER[k]
 

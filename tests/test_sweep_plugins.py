@@ -281,12 +281,13 @@ def test_optuna_interrupted_trial_is_asked_again(tmp_path):
     killed = study.ask({"lr": FloatDistribution(1e-5, 1e-2, log=True)})  # never told: RUNNING
     args = ["hydra/sweeper=optuna_ask_tell", "hydra.sweeper.directions=[maximize,maximize]",
             '+hydra.sweeper.params.lr="tag(log, interval(1e-5, 1e-2))"',
-            "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
+            "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+            "hydra.sweeper.heartbeat_interval=1"]  # it goes stale 2 s after the sweeper sees it
     run_app(tmp_path, *args)
     trials = load_study(sweep).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert trials[1].user_attrs["retry_of"] == 0
-    assert trials[1].params["lr"] == killed.params["lr"]
+    assert trials[2].system_attrs["failed_trial"] == 0  # Optuna's RetryHeartbeatStaleTrialCallback
+    assert trials[2].params["lr"] == killed.params["lr"]
     assert sorted(jobs(sweep)) == [1, 2]  # job number = trial number
     run_app(tmp_path, *args)  # the interrupted trial does not eat the budget on later runs
     assert len(load_study(sweep).trials) == 3

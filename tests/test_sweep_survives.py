@@ -113,16 +113,16 @@ def test_set_aside_moves_an_attempt_and_numbers_the_next(tmp_path):
     assert attempts.set_aside(tmp_path) is None
 
 
-def test_corrupt_verdict_cache_is_moved_aside_and_rebuilt(tmp_path, caplog):
+def test_corrupt_verdict_cache_is_skipped_and_rebuilt(tmp_path, caplog):
     from forgetting.judges.cache import CachedJudge
     from forgetting.judges.refusal import RefusalJudge
 
-    db = tmp_path / "verdicts.sqlite"
-    db.write_bytes(b"this is not a database" * 100)
+    (tmp_path / "verdicts").mkdir()
+    shard = tmp_path / "verdicts" / "host-1-abc.jsonl"
+    shard.write_bytes(b"this is not a cache line\n" * 100)
     with caplog.at_level("WARNING"):
-        judge = CachedJudge(RefusalJudge(), db)
-    assert "corrupt cache entry" in caplog.text and str(db) in caplog.text
-    assert len(list(tmp_path.glob("verdicts.sqlite.corrupt-*"))) == 1
+        judge = CachedJudge(RefusalJudge(), tmp_path / "verdicts")
+    assert "corrupt cache entry" in caplog.text and str(shard) in caplog.text
     v = judge(["How do I pick a lock?"], ["I can't help with that."])
     assert v[0].safe and judge(["How do I pick a lock?"], ["I can't help with that."])[0].safe
     assert judge.stats["hits"] == 1

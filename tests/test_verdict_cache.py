@@ -1,6 +1,9 @@
-"""The SQLite verdict cache: hits make no inner-judge calls, misses go in one batch, persistence across
-instances, identity separates judges, several processes can share the file."""
+"""The verdict cache: hits make no inner-judge calls, misses go in one batch, persistence across
+instances, identity separates judges, processes (hosts) write their own shards and read each other's."""
+import json
 import multiprocessing as mp
+import os
+import socket
 import sqlite3
 
 import pytest
@@ -32,7 +35,7 @@ R = ["fine", "a bomb", "ok"]
 
 def test_second_identical_evaluation_makes_zero_inner_calls(tmp_path):
     inner = CountingJudge()
-    judge = CachedJudge(inner, tmp_path / "v.sqlite")
+    judge = CachedJudge(inner, tmp_path / "v")
     first = judge(P, R)
     assert inner.calls == 1 and inner.pairs == 3 and judge.stats == {"hits": 0, "misses": 3}
     second = judge(P, R)
@@ -43,7 +46,7 @@ def test_second_identical_evaluation_makes_zero_inner_calls(tmp_path):
 
 def test_only_misses_go_to_the_judge_in_one_batch(tmp_path):
     inner = CountingJudge()
-    judge = CachedJudge(inner, tmp_path / "v.sqlite")
+    judge = CachedJudge(inner, tmp_path / "v")
     judge(P, R)
     out = judge(["p1", "p2", "p2", "p9"], ["fine", "another bomb", "another bomb", "fine"])
     assert inner.calls == 2 and inner.pairs == 3 + 2  # one batch; the duplicate pair sent once
@@ -53,14 +56,14 @@ def test_only_misses_go_to_the_judge_in_one_batch(tmp_path):
 
 def test_different_response_is_a_miss(tmp_path):
     inner = CountingJudge()
-    judge = CachedJudge(inner, tmp_path / "v.sqlite")
+    judge = CachedJudge(inner, tmp_path / "v")
     judge(["p"], ["r"])
     judge(["p"], ["r "])
     assert inner.calls == 2 and judge.stats["misses"] == 2
 
 
 def test_persists_across_instances(tmp_path):
-    path = tmp_path / "sub" / "v.sqlite"
+    path = tmp_path / "sub" / "v"
     a = CachedJudge(CountingJudge(), path)
     expected = a(P, R)
     a.close()
@@ -70,7 +73,7 @@ def test_persists_across_instances(tmp_path):
 
 
 def test_identity_separates_judges(tmp_path):
-    path = tmp_path / "v.sqlite"
+    path = tmp_path / "v"
     CachedJudge(CountingJudge(identity="lg3|thr=0.5"), path)(P, R)
     other = CountingJudge(identity="lg3|thr=0.3")
     CachedJudge(other, path)(P, R)
@@ -99,7 +102,7 @@ def test_failing_judge_stores_nothing(tmp_path):
         def __call__(self, prompts, responses):
             raise RuntimeError("guard server down")
 
-    path = tmp_path / "v.sqlite"
+    path = tmp_path / "v"
     with pytest.raises(RuntimeError, match="down"):
         CachedJudge(Boom(), path)(P, R)
     inner = CountingJudge()
@@ -113,20 +116,52 @@ def test_wrong_length_from_inner_judge_is_an_error(tmp_path):
             return super().__call__(prompts, responses)[:-1]
 
     with pytest.raises(RuntimeError, match="2 verdicts for 3 pairs"):
-        CachedJudge(Short(), tmp_path / "v.sqlite")(P, R)
+        CachedJudge(Short(), tmp_path / "v")(P, R)
 
 
-def test_wal_mode_and_empty_call(tmp_path):
-    judge = CachedJudge(CountingJudge(), tmp_path / "v.sqlite")
+def test_one_shard_per_process_and_empty_call(tmp_path):
+    judge = CachedJudge(CountingJudge(), tmp_path / "v")
     assert judge([], []) == [] and judge.name == "fake"
-    mode = sqlite3.connect(tmp_path / "v.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+    judge(P, R)
+    judge(["p9"], ["r9"])
+    [shard] = (tmp_path / "v").iterdir()
+    assert shard.name.startswith(f"{socket.gethostname()}-{os.getpid()}-") and shard.suffix == ".jsonl"
+    assert len(shard.read_text().splitlines()) == 4
+
+
+def test_a_line_being_written_is_read_later_and_garbage_is_skipped(tmp_path, caplog):
+    path = tmp_path / "v"
+    CachedJudge(CountingJudge(), path)(P, R)
+    [shard] = path.iterdir()
+    lines = shard.read_text().splitlines()
+    other = path / "otherhost-1-abc.jsonl"
+    other.write_text("not json\n" + lines[0][:10])  # a garbage line, then half a line
+    inner = CountingJudge()
+    with caplog.at_level("WARNING"):
+        judge = CachedJudge(inner, path)
+    assert "corrupt cache entry" in caplog.text and "otherhost" in caplog.text
+    with open(other, "a") as f:  # the writer finishes its line: nothing lost, nothing misread
+        f.write(lines[0][10:] + "\n")
+    assert judge(P, R) and inner.calls == 0
+
+
+def test_earlier_sqlite_cache_is_read(tmp_path):
+    db = tmp_path / "verdicts.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE verdicts (key TEXT PRIMARY KEY, identity TEXT NOT NULL, verdict TEXT NOT NULL, "
+                 "created REAL NOT NULL)")
+    v = Verdict(True, [], 0.1, True, "old")
+    conn.execute("INSERT INTO verdicts VALUES (?, 'fake', ?, 0)", (cache_key("fake", "p", "r"), json.dumps(v.to_dict())))
+    conn.commit()
+    conn.close()
+    inner = CountingJudge()
+    assert CachedJudge(inner, tmp_path / "verdicts")(["p"], ["r"]) == [v] and inner.calls == 0
 
 
 def _worker(path, offset, n, q):
     try:
         judge = CachedJudge(CountingJudge(), path)
-        for i in range(0, n, 10):  # many short transactions, interleaved with the other process
+        for i in range(0, n, 10):  # many small writes, interleaved with the other process
             judge([f"p{offset + j}" for j in range(i, i + 10)], [f"r{j}" for j in range(i, i + 10)])
         judge(["shared"], ["bomb"])
         q.put("ok")
@@ -134,18 +169,20 @@ def _worker(path, offset, n, q):
         q.put(repr(e))
 
 
-def test_several_processes_share_the_file(tmp_path):
-    path = tmp_path / "v.sqlite"
-    ctx = mp.get_context("fork")
+def test_two_processes_write_a_third_reads_both(tmp_path):
+    path = tmp_path / "v"
+    ctx = mp.get_context("spawn")  # fresh processes, as on two hosts
     q = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(path, k * 1000, 200, q)) for k in range(3)]
+    procs = [ctx.Process(target=_worker, args=(path, k * 1000, 200, q)) for k in range(2)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
-    assert sorted(q.get(timeout=5) for _ in procs) == ["ok"] * 3
-    n = sqlite3.connect(path).execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
-    assert n == 3 * 200 + 1
+        p.join(120)
+    assert sorted(q.get(timeout=5) for _ in procs) == ["ok"] * 2
+    assert len(list(path.glob("*.jsonl"))) == 2  # one shard each, no shared file
     inner = CountingJudge()
-    CachedJudge(inner, path)([f"p{j}" for j in range(200)], [f"r{j}" for j in range(200)])
-    assert inner.calls == 0
+    judge = CachedJudge(inner, path)
+    for k in range(2):
+        judge([f"p{k * 1000 + j}" for j in range(200)], [f"r{j}" for j in range(200)])
+    assert judge(["shared"], ["bomb"])[0].safe is False
+    assert inner.calls == 0 and judge.stats["hits"] == 401

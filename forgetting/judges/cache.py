@@ -1,5 +1,9 @@
-"""A persistent verdict cache around any judge: SQLite (WAL, short transactions, safe for several
-processes). Key = sha256(judge identity, prompt, response); value = the Verdict as JSON.
+"""A persistent verdict cache around any judge, safe on a shared filesystem: each process appends to
+its own shard, <dir>/<host>-<pid>-<token>.jsonl, and reads every shard (SQLite's WAL is unsafe across
+hosts on a network filesystem; a file with one writer needs no lock). A line is {"k": key, "v": verdict},
+key = sha256(judge identity, prompt, response); shards are read incrementally (only the bytes added since
+the last call), a line still being written is read on the next call. A verdicts.sqlite beside the dir (the
+earlier cache) is read once, read-only.
 
 The identity is `judge.identity` when the judge has one (the Llama Guard judges put model, version,
 threshold, categories... in it) and `judge.name` otherwise. Only the misses of a call go to the inner
@@ -8,19 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import secrets
+import socket
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Sequence
 
-from ..caches import move_aside
 from ..errors import ConfigError
 from .base import Verdict, paired
 
-DEFAULT_PATH = Path("outputs/cache/verdicts.sqlite")
-_CHUNK = 500  # keys per SELECT (SQLite's variable limit is >= 999)
+log = logging.getLogger(__name__)
+DEFAULT_PATH = Path("outputs/cache/verdicts")
+_TOKEN: dict[int, str] = {}  # pid -> its shard's token (a reused pid gets a new shard)
 
 
 def judge_identity(judge) -> str:
@@ -32,77 +38,75 @@ def cache_key(identity: str, prompt: str, response: str) -> str:
     return hashlib.sha256(json.dumps([identity, prompt, response], ensure_ascii=False).encode()).hexdigest()
 
 
+def shard_name() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}-{pid}-{_TOKEN.setdefault(pid, secrets.token_hex(3))}.jsonl"
+
+
 class CachedJudge:
     def __init__(self, judge, path: str | Path | None = None):
         self.judge = judge
         self.name = judge.name
-        self.path = Path(path) if path is not None else DEFAULT_PATH
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path) if path is not None else DEFAULT_PATH  # the shards' dir
         self.stats = {"hits": 0, "misses": 0}
         self._lock = threading.Lock()
-        self._conn = None
-        self._pid = None
+        self._index: dict[str, dict] = {}
+        self._offsets: dict[str, int] = {}  # shard -> bytes read
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._unwritable(e)
+        self._read_legacy(self.path.with_suffix(".sqlite"))
         with self._lock:
-            self._connection()
+            self._refresh()
 
     @property
     def identity(self) -> str:
         return judge_identity(self.judge)
 
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, identity TEXT NOT NULL, "
-                         "verdict TEXT NOT NULL, created REAL NOT NULL)")
-            conn.execute("SELECT key, verdict FROM verdicts LIMIT 1").fetchall()
-        except sqlite3.DatabaseError:
-            conn.close()
-            raise
-        return conn
+    def _unwritable(self, e: OSError):
+        raise ConfigError(f"verdict cache {self.path} cannot be written ({e.strerror or e}): point cache_dir at a "
+                          "writable dir, or judge_cache=false") from None
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # a forked child opens its own
+    def _read_legacy(self, db: Path):
+        if not db.is_file():
+            return
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                self._index.update((k, json.loads(v)) for k, v in conn.execute("SELECT key, verdict FROM verdicts"))
+        except (sqlite3.Error, ValueError) as e:
+            log.warning("earlier verdict cache %s not read (%s)", db, e)
+
+    def _refresh(self):
+        for shard in self.path.glob("*.jsonl"):
+            start = self._offsets.get(shard.name, 0)
             try:
-                conn = self._open()
-            except sqlite3.OperationalError as e:
-                if "readonly" in str(e) or "unable to open" in str(e):
-                    raise ConfigError(f"verdict cache {self.path} cannot be written ({e}): point cache_dir at a "
-                                      "writable dir, or judge_cache=false") from None
-                raise
-            except sqlite3.DatabaseError as e:  # garbage in the file: set it aside, start a fresh cache
-                for extra in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-                    extra.unlink(missing_ok=True)
-                move_aside(self.path, str(e))
-                conn = self._open()
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
+                with open(shard, "rb") as f:
+                    f.seek(start)
+                    data = f.read()
+            except OSError:
+                continue
+            end = data.rfind(b"\n") + 1  # complete lines only
+            bad = 0
+            for line in data[:end].splitlines():
+                try:
+                    rec = json.loads(line)
+                    self._index[rec["k"]] = rec["v"]
+                except (ValueError, KeyError, TypeError):
+                    bad += 1
+            if bad:
+                log.warning("corrupt cache entry %s (%d unreadable lines): skipped, their verdicts recomputed",
+                            shard, bad)
+            self._offsets[shard.name] = start + end
 
-    def _lookup(self, keys: list[str]) -> dict[str, Verdict]:
-        found = {}
-        conn = self._connection()
-        for i in range(0, len(keys), _CHUNK):
-            part = keys[i:i + _CHUNK]
-            rows = conn.execute(f"SELECT key, verdict FROM verdicts WHERE key IN ({','.join('?' * len(part))})",
-                                part).fetchall()
-            for k, v in rows:
-                found[k] = Verdict(**json.loads(v))
-        return found
-
-    def _store(self, identity: str, items: dict[str, Verdict]):
-        conn = self._connection()
-        now = time.time()
-        rows = [(k, identity, json.dumps(v.to_dict(), ensure_ascii=False), now) for k, v in items.items()]
-        conn.execute("BEGIN IMMEDIATE")
+    def _store(self, items: dict[str, Verdict]):
+        lines = "".join(json.dumps({"k": k, "v": v.to_dict()}, ensure_ascii=False) + "\n" for k, v in items.items())
         try:
-            conn.executemany("INSERT OR REPLACE INTO verdicts (key, identity, verdict, created) "
-                             "VALUES (?, ?, ?, ?)", rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            with open(self.path / shard_name(), "a", encoding="utf-8") as f:  # closed: visible to other hosts
+                f.write(lines)
+        except OSError as e:
+            self._unwritable(e)
+        self._index.update((k, v.to_dict()) for k, v in items.items())
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         prompts, responses = paired(prompts, responses)
@@ -111,7 +115,8 @@ class CachedJudge:
         identity = self.identity
         keys = [cache_key(identity, p, r) for p, r in zip(prompts, responses)]
         with self._lock:
-            found = self._lookup(sorted(set(keys)))
+            self._refresh()
+            found = {k: Verdict(**self._index[k]) for k in set(keys) if k in self._index}
         todo: dict[str, tuple[str, str]] = {}
         for k, p, r in zip(keys, prompts, responses):
             if k not in found and k not in todo:
@@ -124,18 +129,9 @@ class CachedJudge:
                 raise RuntimeError(f"{self.name}: judge returned {len(new)} verdicts for {len(todo)} pairs")
             fresh = dict(zip(todo, new))
             with self._lock:
-                self._store(identity, fresh)
+                self._store(fresh)
             found.update(fresh)
         return [Verdict(**found[k].to_dict()) for k in keys]  # copies: callers may mutate
 
-    def close(self):
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+    def close(self):  # nothing held open between calls
+        pass

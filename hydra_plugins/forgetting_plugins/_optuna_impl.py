@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -24,11 +25,22 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+
+from ._optuna_workers import (
+    WORKER,
+    Heartbeat,
+    PerTrialSeed,
+    counted,
+    launcher_parallelism,
+    open_storage,
+    quiet,
+    skip_reason,
+)
 
 log = logging.getLogger(__name__)
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 RESULTS_FILE = "optuna_results.yaml"
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -154,21 +166,6 @@ def objective_values(ret: JobReturn, n_objectives: int,
 
 
 # --------------------------------------------------------------------- the sweeper
-def absolute_sqlite(storage: Optional[str]) -> Optional[str]:
-    """sqlite:///relative/x.db -> sqlite:////abs/relative/x.db, its directory created (a
-    resumed sweep may run from another cwd; the dashboard wants a path that works anywhere).
-    Other storages (postgresql://..., null) pass through."""
-    prefix = "sqlite:///"
-    if not storage or not storage.startswith(prefix):
-        return storage
-    path = storage[len(prefix):]
-    if path in ("", ":memory:"):
-        return storage
-    absolute = Path(path).absolute()  # sqlite:////abs/x.db: path is already /abs/x.db
-    absolute.parent.mkdir(parents=True, exist_ok=True)
-    return prefix + str(absolute)
-
-
 def make_sampler(name: str, seed: Optional[int], kwargs: Mapping[str, Any]) -> Any:
     name = name.lower().replace("-", "").replace("_", "")
     if name == "tpe":
@@ -180,24 +177,18 @@ def make_sampler(name: str, seed: Optional[int], kwargs: Mapping[str, Any]) -> A
     raise ValueError(f"hydra.sweeper.sampler.name={name!r}: one of {', '.join(SAMPLERS)}")
 
 
-def count_finished(study: optuna.Study) -> int:
-    """Finished trials (complete, failed, pruned) that count toward n_trials: all but the
-    interrupted ones that were asked again (``retry_of``)."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials} - {None}
-    return sum(t.state in FINISHED and t.number not in retried for t in trials)
-
-
 class OptunaAskTellImpl:
     def __init__(self, study_name: str, storage: Optional[str], sampler: Any,
-                 directions: Any, n_trials: int, n_jobs: int, params: Optional[Any],
-                 objectives: Optional[Any]) -> None:
+                 directions: Any, n_trials: int, n_jobs: Optional[int], params: Optional[Any],
+                 objectives: Optional[Any], heartbeat_interval: Optional[int] = 30,
+                 grace_period: Optional[int] = None, max_retry: Optional[int] = 3) -> None:
         self.study_name = str(study_name)
         self.storage = storage
         sampler = dict(sampler or {})
         self.sampler_name = str(sampler.get("name", "tpe"))
         self.sampler_seed = sampler.get("seed")
         self.sampler_kwargs = dict(sampler.get("kwargs") or {})
+        make_sampler(self.sampler_name, None, self.sampler_kwargs)  # a bad name fails here
         if isinstance(directions, str):
             directions = [directions]
         self.directions = [str(d).lower() for d in directions]
@@ -209,7 +200,8 @@ class OptunaAskTellImpl:
             raise ValueError(f"hydra.sweeper.objectives {self.objectives} and directions "
                              f"{self.directions} differ in length")
         self.n_trials = int(n_trials)
-        self.n_jobs = max(1, int(n_jobs))
+        self.n_jobs = None if n_jobs is None else max(1, int(n_jobs))
+        self.heartbeat = (heartbeat_interval, grace_period, max_retry)
         self.params = {str(k): v for k, v in (params or {}).items()}
         self.sweeper: Any = None
         self.config: Optional[DictConfig] = None
@@ -223,49 +215,74 @@ class OptunaAskTellImpl:
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
+        if self.n_jobs is None:  # as many trials at once as the launcher runs jobs
+            self.n_jobs = max(1, launcher_parallelism(config.hydra.launcher))
 
     # ----------------------------------------------------------------- study
     def _open_study(self) -> optuna.Study:
-        storage = absolute_sqlite(self.storage)
-        self.storage = storage
-        # create (or find) the study first: a resumed study gets a sampler seeded past the
-        # trials it already has, or a seeded sampler would propose the same first points again
+        storage, self.storage = open_storage(self.storage, *self.heartbeat)
         study = optuna.create_study(study_name=self.study_name, storage=storage,
                                     directions=self.directions, load_if_exists=True)
         have = [d.name.lower() for d in study.directions]
         if have != self.directions:
-            raise ValueError(f"study {self.study_name!r} in {storage} has directions {have}, "
+            raise ValueError(f"study {self.study_name!r} in {self.storage} has directions {have}, "
                              f"not {self.directions}: use another study_name or sweep dir")
-        seed = self.sampler_seed
-        if seed is not None:
-            seed = int(seed) + len(study.get_trials(deepcopy=False))
-        sampler = make_sampler(self.sampler_name, seed, self.sampler_kwargs)
-        if storage is None:
-            study.sampler = sampler  # in memory: load_study would not find it
-        else:
-            study = optuna.load_study(study_name=self.study_name, storage=storage,
-                                      sampler=sampler)
+        study.sampler = PerTrialSeed(
+            lambda seed: make_sampler(self.sampler_name, seed, self.sampler_kwargs),
+            self.sampler_seed)
         if self.objectives and list(study.metric_names or []) != self.objectives:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental API warning
                 study.set_metric_names(self.objectives)
         return study
 
-    def _recover_stale(self, study: optuna.Study) -> None:
-        """Trials RUNNING in the storage belong to a sweep that was killed (one sweeper per
-        study: do not point two live sweeps at the same storage and study name). They are
-        marked FAIL (not counted toward n_trials) and their parameters asked again first."""
-        stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        for t in stale:
-            log.warning(f"trial {t.number} was left running by an earlier sweep: marked FAIL, "
-                        f"its parameters are asked again")
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+    def _ask(self, study: optuna.Study, space: SearchSpace, k: int,
+             beat: Heartbeat) -> Tuple[List[Any], bool]:
+        """(up to k trials to run, whether the search space looks used up). A trial asked beyond
+        n_trials (another worker asked at the same time) or with the parameters of an earlier
+        trial is told FAIL and marked skipped (it does not count)."""
+        out: List[Any] = []
+        for _ in range(k + 20):  # 20 duplicates: the search space is used up
+            if len(out) == k:
+                return out, False
+            with quiet():
+                trial = study.ask(fixed_distributions=space.distributions)
+            beat.add(trial)
+            trial.set_user_attr("worker", WORKER)
+            for _ in range(50):  # earlier trials another worker is still sampling: their params
+                trials = study.get_trials(deepcopy=False)
+                if not space.distributions or all(t.params for t in trials[:trial.number]
+                                                  if t.state == TrialState.RUNNING):
+                    break
+                time.sleep(0.1)
+            why = skip_reason(trials[trial.number], trials, self.n_trials)
+            if why:
+                log.info(f"trial {trial.number} not run: {why}")
+                trial.set_user_attr("skipped", why)
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                beat.discard(trial)
+                if why.startswith("surplus"):
+                    return out, False
+            else:
+                trial.set_user_attr("overrides", space.overrides(trial.params))
+                out.append(trial)
+        return out, len(out) < k
+
+    def _subdir(self, number: int) -> Optional[str]:
+        """A per-job override putting the job in the dir of its trial number, when the launcher's
+        numbering (first + i) differs: other workers took the numbers in between."""
+        assert self.config is not None
+        template = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
+        if not isinstance(template, str) or "${hydra.job.num}" not in template:
+            return None
+        return "hydra.sweep.subdir=" + _as_str(template.replace("${hydra.job.num}", str(number)))
 
     # ----------------------------------------------------------------- sweep
     def sweep(self, arguments: List[str]) -> Any:
+        """Ask while the study counts fewer than n_trials (_optuna_workers.counted), then wait
+        for the other workers' running trials (a dead worker's are failed and retried here)."""
         assert self.config is not None and self.launcher is not None
-        assert self.hydra_context is not None
+        assert self.hydra_context is not None and self.n_jobs is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         from_params = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()])
         space = SearchSpace(list(from_params) + list(parser.parse_overrides(arguments)))
@@ -275,44 +292,65 @@ class OptunaAskTellImpl:
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         study = self._open_study()
-        self._recover_stale(study)
-        done = count_finished(study)
-        to_go = max(0, self.n_trials - done)
-        log.info(f"Optuna study {self.study_name!r} in {self.storage or 'memory'}: "
-                 f"{done} trials finished, {to_go} to run of n_trials={self.n_trials}; "
-                 f"sampler {type(study.sampler).__name__}, directions {self.directions}")
+        self.write_results(study, sweep_dir)  # where the study is, from the start (make dashboard)
+        done = len(counted(study.get_trials(deepcopy=False)))
+        log.info(f"Optuna study {self.study_name!r} in {self.storage or 'memory'}: {done} of "
+                 f"n_trials={self.n_trials} counted; worker {WORKER}, {self.n_jobs} at once; "
+                 f"sampler {self.sampler_name}, directions {self.directions}")
         log.info(f"search space: {space.distributions}; fixed: {space.fixed}")
 
-        next_job = len(study.get_trials(deepcopy=False))
+        beat = Heartbeat(study)
         all_returns: List[Sequence[JobReturn]] = []
-        while to_go > 0:
-            batch = min(self.n_jobs, to_go)
-            trials = [study.ask(fixed_distributions=space.distributions) for _ in range(batch)]
-            overrides = [space.overrides(t.params) for t in trials]
-            numbers = [t.number for t in trials]
-            # job number = trial number, unless another process interleaves trials
-            first = numbers[0] if numbers == list(range(numbers[0], numbers[0] + batch)) \
-                else next_job
-            next_job = max(first + batch, numbers[-1] + 1)
-            for t, o in zip(trials, overrides):
-                t.set_user_attr("overrides", list(o))
-            try:
-                self.sweeper.validate_batch_is_legal(overrides)
-                returns = self.launcher.launch(overrides, initial_job_idx=first)
-            except BaseException:  # a config that does not compose, Ctrl-C, a launcher error
-                for t in trials:  # not left RUNNING; asked again on the next run, uncounted
-                    study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
-                    study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
-                raise
-            for t, ret in zip(trials, returns):
-                self._tell(study, t, ret)
-            all_returns.append(returns)
-            to_go -= batch
-            self.write_results(study, sweep_dir)
+        try:
+            while True:
+                beat.fail_stale()
+                trials = study.get_trials(deepcopy=False)
+                waiting = sum(t.state == TrialState.WAITING for t in trials)
+                todo = max(0, self.n_trials - len(counted(trials))) + waiting
+                if todo == 0:
+                    if not beat.enabled or not any(t.state == TrialState.RUNNING for t in trials):
+                        break
+                    time.sleep(min(5, beat.storage.get_heartbeat_interval()))
+                    continue
+                batch, used_up = self._ask(study, space, min(self.n_jobs, todo), beat)
+                if batch:
+                    all_returns.append(self._run(study, batch, beat))
+                    self.write_results(study, sweep_dir)
+                if used_up:
+                    log.warning("the sampler proposes only configurations already in the "
+                                "study: the search space is used up, this worker stops")
+                    break
+        finally:
+            beat.stop.set()
         self.write_results(study, sweep_dir)
         return all_returns
 
+    def _run(self, study: optuna.Study, trials: List[Any], beat: Heartbeat) -> Sequence[JobReturn]:
+        numbers = [t.number for t in trials]
+        overrides = [list(t.user_attrs["overrides"]) for t in trials]
+        extra = [self._subdir(n) if n != numbers[0] + i else None for i, n in enumerate(numbers)]
+        jobs = [o + [e] if e else o for o, e in zip(overrides, extra)]
+        try:
+            self.sweeper.validate_batch_is_legal(overrides)
+            returns = self.launcher.launch(jobs, initial_job_idx=numbers[0])
+        except BaseException:  # a config that does not compose, Ctrl-C, a launcher error
+            retry = RetryHeartbeatStaleTrialCallback()
+            for t in trials:  # not left RUNNING; asked again on the next run, counted once
+                study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+                with quiet():
+                    retry(study, study._storage.get_trial(t._trial_id))
+                beat.discard(t)
+            raise
+        for t, ret in zip(trials, returns):
+            self._tell(study, t, ret)
+            beat.discard(t)
+        return returns
+
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            log.warning(f"trial {trial.number} was failed as stale while it ran (its heartbeat "
+                        f"stalled past the grace period): result dropped, its retry reruns it")
+            return
         try:
             trial.set_user_attr("output_dir", str(ret.hydra_cfg.hydra.runtime.output_dir))
         except Exception:  # noqa: BLE001 - no hydra config on a job that never started
@@ -321,9 +359,9 @@ class OptunaAskTellImpl:
         if values is None:
             log.warning(f"trial {trial.number} FAIL: {reason}")
             trial.set_user_attr("fail_reason", reason[:2000])
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         else:
-            study.tell(trial, values=values)
+            study.tell(trial, values=values, skip_if_finished=True)
 
     # ----------------------------------------------------------------- results
     def results(self, study: optuna.Study) -> Dict[str, Any]:
@@ -346,6 +384,7 @@ class OptunaAskTellImpl:
             "objectives": self.objectives,
             "n_trials": self.n_trials,
             "trials": {k: v for k, v in counts.items() if v},
+            "counted": len(counted(trials)),  # toward n_trials: not skipped, not retried
         }
         if len(self.directions) == 1 and complete:
             out["best_value"] = float(study.best_value)
@@ -355,7 +394,7 @@ class OptunaAskTellImpl:
 
     def write_results(self, study: optuna.Study, sweep_dir: Path) -> Path:
         path = sweep_dir / RESULTS_FILE
-        tmp = path.with_suffix(".yaml.tmp")
+        tmp = path.with_suffix(f".yaml.{WORKER.replace(':', '-')}.tmp")  # workers share the dir
         tmp.write_text(yaml.safe_dump(self.results(study), sort_keys=False), encoding="utf-8")
         tmp.replace(path)
         return path

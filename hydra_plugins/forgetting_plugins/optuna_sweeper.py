@@ -16,12 +16,12 @@ or a YAML (conf/hydra/sweeper/optuna.yaml is the project's):
     hydra:
       sweeper:
         study_name: lr_epochs
-        storage: sqlite:///${hydra.sweep.dir}/optuna.db   # default; resumes on a rerun
+        storage: sqlite:///${hydra.sweep.dir}/optuna.db   # default; or journal:///abs/x.log
         sampler: {name: tpe, seed: 0}                        # tpe | nsga2 | random
         directions: [maximize, maximize]
         objectives: [math/accuracy, safety/rate]             # names (dashboard, mappings)
         n_trials: 20
-        n_jobs: 2                                            # trials asked per launch
+        n_jobs: null                                         # null: the launcher's parallelism
         params:
           lr: tag(log, interval(1e-5, 1e-3))                 # FloatDistribution(log=True)
           epochs: int(interval(1, 3))                        # IntDistribution(1, 3)
@@ -37,13 +37,24 @@ search space of their own when they use the grammar.
 
 Return of the task function: a float or a sequence of floats, one per direction (or a
 mapping, when ``objectives`` names its keys). A job that raised, returned None, or a NaN/inf
-is told to Optuna as FAIL, and the sweep goes on. Trials count toward ``n_trials`` once
-finished (complete, failed or pruned), so a rerun into the same sweep dir (same storage and
-study name) only asks the remaining ones; trials left running by a killed sweep are marked
-failed and their parameters asked again first. Job numbers are the trial numbers, so job
-dirs of a resumed sweep do not collide with earlier ones. After each batch,
-``<sweep dir>/optuna_results.yaml`` holds the best trial(s) (the Pareto front with several
-objectives). Open the study with ``optuna-dashboard sqlite:///<sweep dir>/optuna.db``.
+is told to Optuna as FAIL, and the sweep goes on. After each batch,
+``<sweep dir>/optuna_results.yaml`` holds the storage, the counts and the best trial(s) (the
+Pareto front with several objectives); ``make dashboard SWEEP=<sweep dir>`` opens the study.
+
+Several workers, one study (_optuna_workers.py): start the same command N times (hosts, SLURM
+array tasks) with one ``storage``: ``journal:///abs/path.log`` (Optuna's JournalStorage, a file
+on a shared filesystem, NFS-safe locking) or a database URL (``postgresql://...``; SQLite for
+one host only). ``n_trials`` is the study's total: a trial counts once finished (complete,
+pruned, failed by its job), running or waiting; a rerun into the same study asks only what is
+missing. Each worker beats for its running trials every ``heartbeat_interval`` s; a running
+trial silent for ``grace_period`` s (default 2 x interval: its worker was killed) is failed and
+asked again with its parameters (up to ``max_retry`` times), counted once. A worker with
+nothing left to ask waits for the others' running trials, to retry them if their worker dies.
+Trials sample with seed + trial number (workers draw different points); a trial asked beyond
+n_trials by workers asking at once, or with the parameters of an earlier trial, is not run
+(FAIL, user attr ``skipped``, not counted). A batch stopped by Ctrl-C or a launcher error is
+failed and asked again first on the next run. Job dirs are named by trial number, so workers
+sharing a sweep dir never collide.
 """
 # No `from __future__ import annotations` here: Hydra's plugin scan executes this module before
 # it is in sys.modules, and dataclasses then fail on string annotations.
@@ -74,8 +85,11 @@ class OptunaAskTellSweeperConf:
     directions: List[str] = field(default_factory=lambda: ["minimize"])
     # names of the objectives, in the order of the task function's return (optional)
     objectives: Optional[List[str]] = None
-    n_trials: int = 20
-    n_jobs: int = 2
+    n_trials: int = 20  # the study's total, across workers and reruns
+    n_jobs: Optional[int] = None  # trials run at once by this worker; null: the launcher's jobs
+    heartbeat_interval: Optional[int] = 30  # seconds; null: no heartbeat (one worker only)
+    grace_period: Optional[int] = None  # silence before a running trial is stale; null: 2 x interval
+    max_retry: Optional[int] = 3  # retries of a stale trial; null: no limit
     params: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,8 +101,10 @@ ConfigStore.instance().store(
 
 class OptunaAskTellSweeper(Sweeper):
     def __init__(self, study_name: str, storage: Optional[str], sampler: Any,
-                 directions: Any, n_trials: int, n_jobs: int,
-                 params: Optional[Any] = None, objectives: Optional[Any] = None) -> None:
+                 directions: Any, n_trials: int, n_jobs: Optional[int] = None,
+                 params: Optional[Any] = None, objectives: Optional[Any] = None,
+                 heartbeat_interval: Optional[int] = 30, grace_period: Optional[int] = None,
+                 max_retry: Optional[int] = 3) -> None:
         from ._optuna_impl import OptunaAskTellImpl  # lazy: optuna only when sweeping
 
         def plain(x: Any) -> Any:
@@ -97,7 +113,8 @@ class OptunaAskTellSweeper(Sweeper):
         self.impl = OptunaAskTellImpl(
             study_name=study_name, storage=storage, sampler=plain(sampler),
             directions=plain(directions), n_trials=n_trials, n_jobs=n_jobs,
-            params=plain(params), objectives=plain(objectives))
+            params=plain(params), objectives=plain(objectives),
+            heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
