@@ -66,8 +66,8 @@ report: install              ## tables and figures of one sweep dir: make report
 bench: install               ## where compute goes (PRESET=tiny_math: a fine-tune that writes `#### N` lines; DEMO=none|cached|fresh)
 	$(PY) benchmarks/run.py --preset $(or $(PRESET),tiny) --demo $(or $(DEMO),both)
 
-sync: install                ## upload offline W&B runs (not those of earlier attempts, kept under attempts/)
-	find outputs -path '*/attempts/*' -prune -o -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
+sync: install                ## upload every offline W&B run: outputs/, the cache dir, WANDB_DIR, DIRS=...; not attempts/ (DRY=1: list)
+	$(PY) -m forgetting.wandb_sync $(DIRS) $(if $(DRY),--dry-run)
 
 clean:                       ## remove sweeps and runs (outputs/sweeps, outputs/runs, multirun); caches stay
 	rm -rf outputs/sweeps outputs/runs multirun

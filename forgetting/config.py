@@ -162,7 +162,7 @@ class EvalConfig:
 @dataclass
 class LoggerConfig:
     name: str = "wandb"  # wandb | none
-    project: str = "forgetting"
+    project: Optional[str] = None  # None: WANDB_PROJECT, else forgetting-sim (model.simulation) or forgetting
     mode: str = "offline"  # offline (default, no account) | online | disabled
     entity: Optional[str] = None
     log_generations: bool = True

@@ -1,5 +1,5 @@
 """Forgetting curves inside one run (eval.every_epoch): evaluate after every epoch into the run's record,
-epoch_metrics.jsonl and W&B steps."""
+epoch_metrics.jsonl and a W&B history row each."""
 from __future__ import annotations
 
 import json
@@ -20,15 +20,16 @@ def callbacks(cfg: DictConfig, run_dir: Path, tok, sets: dict, judge, wb, record
     record["epochs_are_runs"] = o.lr_scheduler_type == "constant" and o.warmup_ratio == 0
 
     def at_epoch(model, epoch: int, step: int):
-        add_epoch(run_dir, wb, record, epoch, step, evaluate.evaluate_all(model, tok, sets, judge, cfg)[0])
+        metrics = evaluate.evaluate_all(model, tok, sets, judge, cfg)[0]
+        add_epoch(run_dir, record, epoch, step, metrics)
+        wb.log_eval(metrics, epoch, step)
 
     return [evaluate.EpochEval(at_epoch, cfg.epochs)]
 
 
-def add_epoch(run_dir: Path, wb, record: dict, epoch: int, step: int, metrics: dict) -> None:
+def add_epoch(run_dir: Path, record: dict, epoch: int, step: int, metrics: dict) -> None:
     row = {"epoch": epoch, "step": step, **{k: metrics[k] for k in evaluate.CURVE_KEYS if k in metrics}}
     record.setdefault("epochs", []).append(row)
     with open(run_dir / "epoch_metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
-    wb.log_epoch(row)
     write_json(run_dir / "metrics.json", record)  # a curve survives a later failure

@@ -14,7 +14,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import attempts, baseline, caches, curves, data, dedup, env, eval_only, evaluate, hub, memory, models, poison, train
+from . import (attempts, baseline, caches, curves, data, dedup, env, eval_only, evaluate, hub, memory, models, poison,
+               tracking, train)
 from .config import base_model_ident, validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
@@ -60,6 +61,20 @@ def sweep_group(run_dir: Path) -> str:
     if in_multirun():
         return Path(HydraConfig.get().sweep.dir).name
     return "single"
+
+
+def base_run_home(run_dir: Path) -> Path:
+    """Where the W&B base run (and its once-only marker) goes: the sweep dir; a single run: its own run dir."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().sweep.dir) if in_multirun() else run_dir
+
+
+def wandb_name(lab: str, chash: str) -> str:
+    """Readable and unique: the label, the job number in a sweep, the config hash's start."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return f"{lab} #{HydraConfig.get().job.num} {chash[:6]}" if in_multirun() else f"{lab} {chash[:6]}"
 
 
 def label(cfg: DictConfig) -> str:
@@ -279,7 +294,11 @@ def _stage(record: dict, name: str, run_dir: Path) -> None:
 
 def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list[dict], run_dir: Path, record: dict):
     timings, t_start = record["timings"], time.perf_counter()
-    wb = WandbRun(cfg, run_dir, sweep_group(run_dir), record["label"], job_type="finetune" if cfg.train else "eval")
+    wb = WandbRun(cfg, run_dir, sweep_group(run_dir), wandb_name(record["label"], record["config_hash"]),
+                  job_type="finetune" if cfg.train else "eval",
+                  tags=tracking.tags(record["params"], cfg.model.simulation, *(() if cfg.train else ("eval_only",))))
+    if wb.active:
+        record["wandb"] = wb.info
     try:
         t0 = time.perf_counter()
         _stage(record, "load", run_dir)
@@ -296,6 +315,12 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         timings["base_eval_s"] = time.perf_counter() - t0
         record["base_dir"] = str(base_dir)
         sets["base_safety_responses"] = baseline.safety_responses(base_dir)
+        try:  # the base as its own W&B run, once per sweep: a point on every chart
+            tracking.log_base_once(cfg, base_run_home(run_dir), sweep_group(run_dir), base, base_dir)
+        except Exception as e:  # W&B's side run never fails the job
+            log.warning("the W&B base run was not logged: %s: %s", type(e).__name__, e)
+        if cfg.train:
+            wb.log_eval(base, 0, 0)  # each run's curves start at the base (epoch 0)
 
         if cfg.train:
             t0 = time.perf_counter()
@@ -335,7 +360,8 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         metrics["train/steps"] = max((h["step"] for h in history), default=0)
         metrics.update(method.metrics())
         if cfg.eval.every_epoch and cfg.train:
-            curves.add_epoch(run_dir, wb, record, cfg.epochs, metrics["train/steps"], metrics)
+            curves.add_epoch(run_dir, record, cfg.epochs, metrics["train/steps"], metrics)
+        wb.log_eval(metrics, *((cfg.epochs, metrics["train/steps"]) if cfg.train else (0,)))  # the last history row
         metrics.update({f"data/n_{src}": sum(r["source"] == src for r in train_set) for src in ("user", "poison", "memory")})
         metrics.update({f"data/near_duplicates/{what}/{split}": n for what, c in getattr(exclude, "dropped", {}).items()
                         for split, n in c.items()})  # poison rows dropped as near-twins of an evaluation prompt
@@ -346,10 +372,7 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         record.pop("stage", None)
         wb.log(metrics)
         if cfg.logger.get("log_generations", True):
-            wb.table("safety_generations", records["safety"],
-                     ["split", "hazard", "prompt", "response", "class", "safe", "categories", "p_unsafe"])
-            wb.table("math_generations", records["math"],
-                     ["split", "question", "response", "extracted", "reference", "correct", "ref_nll"])
+            wb.generations(records)
     except (attempts.Interrupted, KeyboardInterrupt) as e:  # SIGINT / SIGTERM: say so and where, then stop
         record.update(status="interrupted", reason=f"{getattr(e, 'signame', 'SIGINT')} during {record.get('stage')}")
         raise

@@ -54,7 +54,7 @@ from .runs import (SIM_NOTE, math_task, SKIP_DIRS, _is_sim, base_metrics, find_m
 from .stats import (ALPHA, count_for, count_key_candidates, direction, is_rate, pareto_mask, rate_interval,
                     two_proportion_p, wilson)
 from .tables import config_rows, pareto_rows, tradeoff_rows, write_csv
-from .wandb_log import log_to_wandb
+from .wandb_log import log_to_wandb, recorded
 
 
 def report(sweep_dir: str | Path, x: str = "math/accuracy", y: str = "safety/rate", out_dir: str | Path | None = None,
@@ -134,8 +134,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     gy.add_argument("--maximize-y", dest="y_direction", action="store_const", const="max")
     gy.add_argument("--minimize-y", dest="y_direction", action="store_const", const="min")
     p.add_argument("--out-dir", default=None, help="default: <sweep_dir>/report")
-    p.add_argument("--wandb", action="store_true", help="also log the table and images to a W&B run")
-    p.add_argument("--wandb-project", default="forgetting")
+    p.add_argument("--wandb", action="store_true", help="also log the sweep-summary W&B run (docs/wandb.md)")
+    p.add_argument("--wandb-project", default=None, help="default: the project the sweep's runs logged to")
     p.add_argument("--wandb-group", default=None, help="default: the sweep directory's name")
     p.set_defaults(func=run_cli)
     return p
@@ -148,13 +148,19 @@ def run_cli(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.wandb:
-        with open(paths["tradeoff.csv"], newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        run_dir = log_to_wandb(paths, rows, project=args.wandb_project,
-                               group=args.wandb_group or Path(args.sweep_dir).resolve().name)
+    if args.wandb:  # the sweep-summary run, beside the sweep's own runs (same project, group, sweep dir)
+        rows, pareto = (_read_csv(paths[n]) for n in ("tradeoff.csv", "pareto.csv"))
+        where = recorded(args.sweep_dir)
+        run_dir = log_to_wandb(paths, rows, project=args.wandb_project or where.get("project"),
+                               group=args.wandb_group or Path(args.sweep_dir).resolve().name, pareto=pareto,
+                               x=args.x, y=args.y, entity=where.get("entity"), dir=str(args.sweep_dir))
         print(f"logged to W&B: {run_dir}")
     return 0
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
