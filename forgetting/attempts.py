@@ -16,7 +16,7 @@ from .resume import finished
 # what one attempt writes into its run dir (Hydra's .hydra/ and job log stay: they belong to the job)
 ATTEMPT_FILES = ("metrics.json", "error.txt", "train_log.jsonl", "epoch_metrics.jsonl", "resolved_config.yaml",
                  "poison_rows.jsonl", "math_generations.jsonl", "safety_generations.jsonl",
-                 "over_refusal_generations.jsonl", "adapter", "trainer", "wandb")
+                 "over_refusal_generations.jsonl", "harmful_generations.jsonl", "adapter", "trainer", "wandb")
 ATTEMPTS = "attempts"
 
 
