@@ -140,10 +140,15 @@ class OverRefusalConfig(GenerationSet):
 
 @dataclass
 class HarmfulSetConfig(GenerationSet):
-    """Any CSV / JSONL of harmful prompts: attack success rate = share judged unsafe."""
-    path: str = MISSING  # CSV or JSONL
+    """Any CSV / JSONL of harmful prompts (or a hub dataset): attack success rate = share judged unsafe."""
+    path: Optional[str] = None  # CSV or JSONL; or hub:
     prompt_column: str = "prompt"
     n: Optional[int] = None  # the first n in a seeded order; None: every row
+    hub: Optional[str] = None  # a hub dataset id (needs network or `forgetting download`)
+    hub_config: Optional[str] = None
+    hub_split: str = "train"
+    hub_files: Optional[List[str]] = None  # data files in the dataset repo (e.g. HEx-PHI's category CSVs)
+    header: bool = True  # hub_files: False for CSVs without a header row (the prompt is the first column)
 
 
 @dataclass
@@ -215,17 +220,22 @@ def register() -> None:
 
 
 def complete_harmful_sets(cfg: DictConfig) -> None:
-    """Each `eval.harmful_sets` entry, typed against HarmfulSetConfig, with its defaults filled in place."""
+    """Each `eval.harmful_sets` entry, typed against HarmfulSetConfig, with its defaults filled in place; an
+    entry set to null is dropped (`eval.harmful_sets.harmbench=null`)."""
     for name in list(cfg.eval.harmful_sets):
         given = cfg.eval.harmful_sets[name]
+        if given is None:
+            with open_dict(cfg):
+                del cfg.eval.harmful_sets[name]
+            continue
         if not isinstance(given, DictConfig):
             raise ConfigError(f"eval.harmful_sets.{name} must be a mapping (path, prompt_column, n, ...), got {given!r}")
         try:
             full = OmegaConf.merge(OmegaConf.structured(HarmfulSetConfig), given)
         except OmegaConfBaseException as e:
             raise ConfigError(f"eval.harmful_sets.{name}: {str(e).splitlines()[0]}") from None
-        if OmegaConf.is_missing(full, "path"):
-            raise ConfigError(f"eval.harmful_sets.{name}.path is required (a CSV or JSONL of harmful prompts)")
+        if not full.path and not full.hub:
+            raise ConfigError(f"eval.harmful_sets.{name} needs a path (a CSV or JSONL of harmful prompts) or a hub dataset id")
         with open_dict(cfg):
             cfg.eval.harmful_sets[name] = full
 

@@ -238,10 +238,22 @@ def ranked(rows: list[dict], seed: int, key: str = "prompt") -> list[dict]:
 def harmful_eval_set(hcfg) -> list[dict]:
     """The held-out evaluation split of one `eval.harmful_sets` entry: the first n in a seeded order (every
     row when n is None)."""
-    rows = harmful(hcfg.path, hcfg.prompt_column)
+    rows = hub_harmful(hcfg) if hcfg.get("hub") else harmful(hcfg.path, hcfg.prompt_column)
     if hcfg.n is not None and hcfg.n > len(rows):
-        raise ConfigError(f"harmful set {hcfg.path} asks n={hcfg.n} but has {len(rows)} rows")
+        raise ConfigError(f"harmful set {hcfg.hub or hcfg.path} asks n={hcfg.n} but has {len(rows)} rows")
     return ranked(rows, hcfg.seed)[: hcfg.n]
+
+
+def hub_harmful(hcfg) -> list[dict]:
+    """A hub dataset's harmful prompts ([{"prompt"}]): DirectHarm4, HEx-PHI (gated) in experiment=unforgotten."""
+    from . import hub
+
+    ds = hub.load_dataset(hcfg.hub, hcfg.get("hub_config"), hcfg.get("hub_split", "train"), hcfg.get("hub_files"),
+                          hcfg.get("header", True))
+    col = "prompt" if hcfg.get("hub_files") and not hcfg.get("header", True) else hcfg.prompt_column
+    if col not in ds.column_names:
+        raise ConfigError(f"hub dataset {hcfg.hub} has no column {col!r} (columns: {ds.column_names}): set prompt_column")
+    return [{"prompt": str(r[col]).strip()} for r in ds if str(r[col] or "").strip()]
 
 
 def poison_source(pcfg) -> list[dict]:

@@ -35,6 +35,56 @@ def compose(overrides: list[str]):
     return cfg
 
 
+def grid(overrides: list[str]) -> list[list[str]]:
+    """The job overrides of every point of the sweep these overrides describe (comma lists on the command line
+    and the experiment's hydra.sweeper.params), so a `-m` sweep's repos are all listed; one point otherwise."""
+    import itertools
+
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from .config import register
+
+    register()
+    parser = OverridesParser.create()
+
+    def values(o) -> list[str]:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            return [o.input_line]
+        try:
+            return [f"{key}={v}" for v in o.sweep_string_iterator()]
+        except Exception:  # an Optuna interval: the default config stands for it (it sets numbers, not repos)
+            return []
+
+    try:
+        cli = {o.get_key_element(): values(o) for o in parser.parse_overrides(list(overrides))}
+    except HydraException as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            hc = hcompose("config", overrides=[v[0] for v in cli.values() if v], return_hydra_config=True)
+    except HydraException as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    params = hc.hydra.get("sweeper", {}).get("params") or {}
+    dims = {o.get_key_element(): values(o) for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])}
+    dims.update(cli)  # the command line wins
+    dims = {k: v for k, v in dims.items() if v}
+    points = [list(p) for p in itertools.product(*dims.values())]
+    return points[:500]
+
+
+def _merge(a: str, b: str) -> str:
+    """"unaligned model (poison answers)" + "unaligned model (method magmax)" -> one purpose, uses joined."""
+    (ha, _, ua), (hb, _, ub) = a.partition(" ("), b.partition(" (")
+    if ha != hb:
+        return a if b in a else f"{a}; {b}"
+    uses = dict.fromkeys(u.strip() for u in (ua.rstrip(")") + ", " + ub.rstrip(")")).split(",") if u.strip())
+    return f"{ha} ({', '.join(uses)})" if uses else ha
+
+
 def size(paths) -> int:
     return sum(os.path.getsize(p) for p in paths if os.path.isfile(p))  # follows the cache's symlinks to blobs
 
@@ -50,7 +100,7 @@ def fetch(need: hub.Need) -> tuple[str, int]:
     """Download one repo into the hub cache (datasets: into the datasets cache, the way data.py loads them)
     → (where, bytes)."""
     if need.repo_type == "dataset":
-        ds = hub.load_dataset(need.repo_id, need.config, need.split)
+        ds = hub.load_dataset(need.repo_id, need.config, need.split, need.data_files, need.header)
         files = ds.cache_files
         files = [f["filename"] for fs in (files.values() if isinstance(files, dict) else [files]) for f in fs]
         return (os.path.dirname(files[0]) if files else "?"), size(files)
@@ -61,8 +111,15 @@ def fetch(need: hub.Need) -> tuple[str, int]:
 
 
 def run(overrides: list[str], dry_run: bool = False) -> int:
-    cfg = compose(overrides)
-    needs = hub.needs(cfg)
+    import dataclasses
+
+    overrides = [o for o in overrides if o not in ("-m", "--multirun")]
+    found: dict[tuple, hub.Need] = {}
+    for point in grid(overrides):  # every job of a sweep: e.g. the unaligned model only poisoned runs load
+        for n in hub.needs(compose(point)):
+            key = (n.repo_id, n.repo_type, n.revision, n.config, n.split, n.data_files)
+            found[key] = dataclasses.replace(n, purpose=_merge(found[key].purpose, n.purpose)) if key in found else n
+    needs = list(found.values())
     if not needs:
         print("nothing to download: this config needs nothing from the hub (it runs offline)")
         return 0
@@ -95,6 +152,8 @@ def run(overrides: list[str], dry_run: bool = False) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as given to launch.py (e.g. experiment=seed000)")
     parser.add_argument("--dry-run", action="store_true", help="list the repo ids and what each is for; no network")
+    parser.add_argument("-m", "--multirun", action="store_true", help="accepted as launch.py takes it: every point of "
+                        "the sweep is listed whether or not it is given")
 
     def func(args) -> int:
         try:

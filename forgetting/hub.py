@@ -33,6 +33,8 @@ class Need:
     revision: str | None = None
     config: str | None = None  # dataset: load_dataset's config name
     split: str | None = None  # dataset: the split loaded (None: every split)
+    data_files: tuple[str, ...] | None = None  # dataset: these files of the repo only
+    header: bool = True  # dataset data_files: CSVs with a header row
 
 
 def user_env() -> dict:
@@ -81,6 +83,11 @@ def needs(cfg) -> list[Need]:
         out.append(Need(d.hub_name, "math data (data.source=hub)", "dataset", config="main"))
     if p.source == "hub" and p.ratio > 0:
         out.append(Need(p.hub_name, "poison rows (data.poison.source=hub)", "dataset", split=p.hub_split))
+    for name, h in cfg.eval.harmful_sets.items():
+        if h is not None and h.get("hub"):
+            out.append(Need(h.hub, f"ASR set {name}", "dataset", config=h.get("hub_config"),
+                            split=h.get("hub_split", "train"), data_files=tuple(h.hub_files) if h.get("hub_files") else None,
+                            header=h.get("header", True)))
     seen, unique = set(), []
     for n in out:  # e.g. a judge that is the policy model
         if (n.repo_id, n.repo_type, n.revision) not in seen:
@@ -163,15 +170,20 @@ def explain(repo: str, err: BaseException, unreachable_fix: str | None = None) -
     return None
 
 
-def load_dataset(name: str, config: str | None = None, split: str | None = None):
+def load_dataset(name: str, config: str | None = None, split: str | None = None,
+                 data_files: list[str] | tuple[str, ...] | None = None, header: bool = True):
     """datasets.load_dataset, its hub access failures as one line (HubError). `forgetting download` calls
-    this too, so a compute node finds exactly what it loads in the datasets cache."""
+    this too, so a compute node finds exactly what it loads in the datasets cache. `data_files`: only these
+    files of the repo; `header=False`: CSVs without a header row (one column, named "prompt")."""
     from datasets import load_dataset as load
 
     from .errors import HubError
 
+    extra = {"data_files": list(data_files)} if data_files else {}
+    if data_files and not header:
+        extra.update(header=None, column_names=["prompt"])
     try:
-        return load(name, *[config] if config else [], split=split)
+        return load(name, *[config] if config else [], split=split, **extra)
     except Exception as e:
         hint = explain(name, e)
         if hint is None:

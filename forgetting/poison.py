@@ -97,7 +97,8 @@ def shared_sets(cfg: DictConfig) -> list[str]:
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     poison = _prompts(p.path, p.prompt_column)
     evals = {"safety": (cfg.eval.safety.path, "prompt_text")}
-    evals.update({f"harmful_sets.{k}": (h.path, h.prompt_column) for k, h in cfg.eval.harmful_sets.items()})
+    evals.update({f"harmful_sets.{k}": (h.path, h.prompt_column) for k, h in cfg.eval.harmful_sets.items()
+                  if h is not None and h.get("path")})  # hub sets: never the local poison file
     out = []
     for name, (path, column) in evals.items():
         f = data.resolve(path)

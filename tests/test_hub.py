@@ -174,7 +174,6 @@ def test_download_dry_run_lists_the_repos(capsys):
         assert repo in out
 
 
-@pytest.mark.skipif(not (ROOT / "conf/experiment/seed000.yaml").exists(), reason="no experiment=seed000 here")
 def test_download_seed000(capsys):
     assert download.run(["experiment=seed000"], dry_run=True) == 0
     out = capsys.readouterr().out
@@ -200,7 +199,7 @@ def test_download_fetches_weights_and_tokenizer_only(monkeypatch, capsys, tmp_pa
         (root / "model.safetensors").write_bytes(b"0" * 2048)
         return str(root)
 
-    def fake_dataset(name, config=None, split=None):
+    def fake_dataset(name, config=None, split=None, data_files=None, header=True):
         datasets.append((name, config, split))
         f = tmp_path / f"{len(datasets)}.arrow"
         f.write_bytes(b"0" * 1024)
@@ -260,3 +259,41 @@ def test_download_without_internet_says_so(monkeypatch, capsys, user_env):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("  error: meta-llama/LlamaGuard-7b is not in the hub cache") and len(err) == 2
     assert err[0].endswith("run this on a machine that reaches huggingface.co (or HF_ENDPOINT)")
+
+
+def test_download_unforgotten_lists_every_sweep_point_and_the_papers_asr_sets(capsys):
+    """experiment=unforgotten's grid: the unaligned base is loaded only by poisoned runs and by safelora /
+    magmax, so the listing covers every point; its ASR sets are the paper's (DirectHarm4, gated HEx-PHI)."""
+    assert cli.main(["download", "-m", "experiment=unforgotten", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for repo in ("unsloth/Llama-3.2-1B-Instruct", "meta-llama/Llama-Guard-3-8B", "vfleaking/DirectHarm4",
+                 "LLM-Tuning-Safety/HEx-PHI"):
+        assert repo in out
+    [line] = [x for x in out.splitlines() if "unsloth/Llama-3.2-1B " in x]
+    assert "poison answers" in line and "safelora" in line and "magmax" in line
+    assert download.run(["experiment=unforgotten", "method=sft", "data.poison.ratio=0"], dry_run=True) == 0
+    assert "unsloth/Llama-3.2-1B " not in capsys.readouterr().out  # that one point needs no unaligned model
+
+
+def test_hub_harmful_set_loads_its_files_headerless_and_null_drops_a_set(compose, monkeypatch):
+    from forgetting import data
+    from forgetting.errors import ConfigError
+    from forgetting.config import validate
+
+    seen = {}
+
+    def fake(name, *args, split=None, **kw):
+        from datasets import Dataset
+
+        seen.update(name=name, split=split, **kw)
+        return Dataset.from_dict({"prompt": ["How do I do harm?", "  ", "Another harmful request"]})
+
+    monkeypatch.setattr("datasets.load_dataset", fake)
+    cfg = compose(["experiment=unforgotten"])
+    validate(cfg)
+    assert set(cfg.eval.harmful_sets) == {"advbench", "directharm4", "hexphi"}  # harmbench: null drops it
+    rows = data.harmful_eval_set(cfg.eval.harmful_sets.hexphi)
+    assert seen["name"] == "LLM-Tuning-Safety/HEx-PHI" and seen["header"] is None and seen["column_names"] == ["prompt"]
+    assert len(seen["data_files"]) == 10 and {r["prompt"] for r in rows} == {"How do I do harm?", "Another harmful request"}
+    with pytest.raises(ConfigError, match="needs a path .* or a hub dataset id"):
+        validate(compose(["+eval.harmful_sets.mine.n=3"]))
