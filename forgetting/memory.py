@@ -43,10 +43,53 @@ def candidates(mcfg: DictConfig, exclude: set[str]) -> list[str]:
     return sorted(unique, key=lambda p: data.rank(p, mcfg.seed))
 
 
-def from_file(path: str, size: int, exclude: set[str] = frozenset()) -> list[dict]:
-    """The first `size` rows of a {"prompt", "response"} JSONL / CSV that are no prompt in `exclude` nor a
-    near-duplicate of one (those dropped: exclude.dropped["memory"])."""
-    rows = dedup.held(exclude).outside(data.harmful(path, "prompt", "response"), "memory", key=lambda r: r["prompt"])
+def download(url: str, cache_dir: str) -> Path:
+    """The file at `url`, fetched once into cache_dir/downloads/ (a name from the URL's hash and its last part)."""
+    import urllib.request
+
+    dest = Path(cache_dir) / "downloads" / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{url.rsplit('/', 1)[-1]}"
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            tmp.write_bytes(r.read())
+    except OSError as e:
+        raise ConfigError(f"memory.path {url}: download failed ({e}); without a network, fetch the file "
+                          "elsewhere and set memory.path to it") from None
+    tmp.replace(dest)
+    return dest
+
+
+def pairs(path) -> list[dict]:
+    """[{"prompt", "response"}] from a JSONL / CSV with those columns (data.harmful), or a JSON array of such
+    objects or of Alpaca-style {"instruction", "input", "output"} ones (the form of Bianchi et al.'s safety data)."""
+    p = data.resolve(path)
+    text = "".join(data.text_lines(p)) if p.suffix == ".json" and p.is_file() else ""
+    if not text.lstrip().startswith("["):
+        return data.harmful(p, "prompt", "response")
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: malformed JSON ({e.msg}, line {e.lineno})") from None
+    rows = []
+    for i, r in enumerate(items):
+        r = r if isinstance(r, dict) else {}
+        prompt = r.get("prompt") or "\n\n".join(str(x) for x in (r.get("instruction"), r.get("input")) if x)
+        response = r.get("response") or r.get("output")
+        if not str(prompt or "").strip() or not str(response or "").strip():
+            raise ConfigError(f"{p}: item {i} needs a non-empty prompt and response (or instruction and output)")
+        rows.append({"prompt": str(prompt).strip(), "response": str(response).strip()})
+    return rows
+
+
+def from_file(path: str, size: int, exclude: set[str] = frozenset(), cache_dir: str | None = None) -> list[dict]:
+    """The first `size` rows of a memory file (`pairs`; an http(s) URL is downloaded into cache_dir once) that are
+    no prompt in `exclude` nor a near-duplicate of one (those dropped: exclude.dropped["memory"])."""
+    if str(path).startswith(("http://", "https://", "file://")):
+        path = download(str(path), cache_dir or ".")
+    rows = dedup.held(exclude).outside(pairs(path), "memory", key=lambda r: r["prompt"])
     return [{"prompt": r["prompt"], "completion": r["response"], "source": "memory"} for r in rows[:size]]
 
 
@@ -64,7 +107,7 @@ def get(cfg: DictConfig, model_path: str, model, tok, exclude: set[str]) -> tupl
     m = cfg.memory
     exclude = dedup.held(exclude)
     if m.path:
-        rows = from_file(m.path, m.size, exclude)
+        rows = from_file(m.path, m.size, exclude, cfg.cache_dir)
         if not rows:
             raise ConfigError(f"memory.path {m.path}: every row is an evaluation prompt or a near-duplicate of one")
         return rows, {"source": str(m.path), "n": len(rows), "near_duplicates": exclude.dropped["memory"]}

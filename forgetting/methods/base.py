@@ -26,8 +26,9 @@ class Method:
         """Before the first step (the model is still the aligned one)."""
 
     def batch(self, trainer, inputs: dict) -> dict:
-        """The batch this step trains on (e.g. a memory batch instead of the user's). A batch returned in place of
-        the user's is weighted as its own token mean (over the gradient accumulation steps), like a user batch."""
+        """The batch this step trains on (e.g. a memory batch instead of the user's; refresh unlearns it first). A
+        batch returned in place of the user's is weighted as its own token mean (over the gradient accumulation
+        steps), like a user batch."""
         return inputs
 
     def loss(self, trainer, model, inputs: dict) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Replay (SafeInstr-style): safety-memory rows mixed into the user's training stream at a ratio."""
+"""Replay: safety-memory rows mixed into the user's training stream at a share of it, repeated when the memory is
+smaller (SafeInstr's mix as a share; safeinstr.py adds the paper's count of distinct rows)."""
 from __future__ import annotations
 
 import random
