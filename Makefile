@@ -7,6 +7,13 @@ SEEDS  ?= 1
 PORT   ?= 8080
 # `make methods SEEDS=3` appends seed=0,1,2 to the grid (same sweep dir); SEEDS=1 adds nothing (seed 0 is the
 # default), so the folders of an earlier one-seed sweep are reused
+# `make methods TASK=sst2` (or code, arith, gsm8k): the same comparison on another task (conf/task/), in
+# outputs/sweeps/methods_<task>; the report's x axis: sst2's accuracy (it moves on the tiny preset), else the
+# task's reference NLL (GSM8K accuracy and HumanEval pass@1 stay near 0 on a 2.5M-parameter model)
+TASK   ?=
+TASK_ARG    = $(if $(TASK),task=$(TASK))
+METHODS_DIR = outputs/sweeps/methods$(if $(TASK),_$(TASK))
+METHODS_X   = $(if $(filter sst2,$(TASK)),,--x $(if $(filter-out gsm8k arith,$(TASK)),$(TASK),math)/ref_nll)
 SEED_GRID = $(if $(shell [ "$(SEEDS)" -ge 1 ] 2>/dev/null && echo ok),,$(error SEEDS must be a whole number >= 1, got '$(SEEDS)'))$(if $(filter-out 1,$(SEEDS)),seed=$(shell seq -s, 0 $$(($(SEEDS) - 1))))
 # No HF_HUB_OFFLINE here: your hub cache and login are used as they are, and a run goes offline by itself
 # when its config needs nothing from the hub (every target below: hub.offline=auto, forgetting/hub.py)
@@ -42,9 +49,9 @@ demo-math: install           ## the tiny_math preset (an arith skill to unlock) 
 	$(PY) -m forgetting.report outputs/sweeps/demo_math --wandb && \
 	$(PY) -m forgetting.report outputs/sweeps/demo_math --y safety/refusal_nll --out-dir outputs/sweeps/demo_math/report_refusal_nll; exit $$status
 
-methods: install             ## every CL method x {benign, poisoned} on the tiny preset (SEEDS=n seeds per cell), then the comparison table
-	$(PY) launch.py -m experiment=methods hydra.sweep.dir=outputs/sweeps/methods $(SEED_GRID); status=$$?; \
-	$(PY) -m forgetting.report outputs/sweeps/methods --x math/ref_nll --wandb; exit $$status
+methods: install             ## every CL method x {benign, poisoned} on the tiny preset (SEEDS=n seeds per cell; TASK=sst2|code: another task), then the comparison table
+	$(PY) launch.py -m experiment=methods hydra.sweep.dir=$(METHODS_DIR) $(TASK_ARG) $(SEED_GRID); status=$$?; \
+	$(PY) -m forgetting.report $(METHODS_DIR) $(METHODS_X) --wandb; exit $$status
 
 methods-math: install        ## the same comparison on tiny_math, where arith accuracy moves (x axis: accuracy; SEEDS=n)
 	$(PY) launch.py -m experiment=methods_math hydra.sweep.dir=outputs/sweeps/methods_math $(SEED_GRID); status=$$?; \

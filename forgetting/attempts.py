@@ -66,6 +66,7 @@ def gone(record: dict) -> bool:
 def set_aside(run_dir: Path) -> Path | None:
     """Move an earlier attempt's files into attempts/<n>/ so the new attempt's logs and W&B run stand alone."""
     present = [run_dir / f for f in ATTEMPT_FILES if (run_dir / f).exists()]
+    present += [p for p in sorted(run_dir.glob("*_generations.jsonl")) if p not in present]  # any task's (sst2, code)
     if not present:
         return None
     n = 1

@@ -33,7 +33,10 @@ def key(cfg: DictConfig, model_path: str) -> str:
              "data": {k: cfg.data[k] for k in ("source", "test_path", "prompt_template", "strip_calculator")},
              "metrics_version": 4}  # 2: safety/refusal_nll and the ASR sets; 3: outputs/degenerate; 4: first answer line
     # added later: counted only when non-default, so existing caches keep their keys
-    if cfg.data.source == "arith":
+    task = cfg.get("task")
+    if task is not None and task.get("prefix") != "math":  # gsm8k / arith: the data keys above say which
+        ident["task"] = OmegaConf.to_container(task, resolve=True)
+    elif cfg.data.source == "arith":
         ident["arith"] = [cfg.data.arith_n_test, cfg.data.arith_seed, cfg.data.arith_max]
     if cfg.get("date_string", DATE_STRING) != DATE_STRING:
         ident["date_string"] = cfg.date_string

@@ -186,6 +186,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     judge: Any = MISSING  # instantiated with hydra.utils.instantiate; shapes differ per judge
     data: DataConfig = field(default_factory=DataConfig)
+    task: Any = None  # instantiated (forgetting/tasks): _target_, name, primary, the task's settings
     method: Any = MISSING  # instantiated (forgetting/methods): _target_, name, hyperparameters
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -263,9 +264,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optimizer.batch_size and optimizer.grad_accum must be >= 1")
     if cfg.data.n_train < 1:
         raise ConfigError(f"data.n_train must be >= 1, got {cfg.data.n_train}")
+    task = cfg.get("task")
+    if task is not None and (not task.get("_target_") or not task.get("name") or not task.get("primary")):
+        raise ConfigError("task needs a _target_, a name and its primary metric (see conf/task/*.yaml)")
     if cfg.data.source not in ("local", "hub", "arith"):
         raise ConfigError(f"data.source must be 'local', 'hub' or 'arith', got {cfg.data.source!r}")
-    if cfg.data.source == "arith" and cfg.data.n_train > cfg.data.arith_n_train:
+    math_task = task is None or task.get("prefix") == "math"
+    if math_task and cfg.data.source == "arith" and cfg.data.n_train > cfg.data.arith_n_train:
         raise ConfigError(f"data.n_train={cfg.data.n_train} exceeds data.arith_n_train={cfg.data.arith_n_train}")
     if cfg.model.name_or_path is None and not cfg.model.build:
         raise ConfigError(f"model {cfg.model.name!r} has neither name_or_path nor a build recipe")

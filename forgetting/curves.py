@@ -21,14 +21,15 @@ def callbacks(cfg: DictConfig, run_dir: Path, tok, sets: dict, judge, wb, record
 
     def at_epoch(model, epoch: int, step: int):
         metrics = evaluate.evaluate_all(model, tok, sets, judge, cfg)[0]
-        add_epoch(run_dir, record, epoch, step, metrics)
+        add_epoch(run_dir, record, epoch, step, metrics, evaluate.curve_keys(sets["task"]))
         wb.log_eval(metrics, epoch, step)
 
     return [evaluate.EpochEval(at_epoch, cfg.epochs)]
 
 
-def add_epoch(run_dir: Path, record: dict, epoch: int, step: int, metrics: dict) -> None:
-    row = {"epoch": epoch, "step": step, **{k: metrics[k] for k in evaluate.CURVE_KEYS if k in metrics}}
+def add_epoch(run_dir: Path, record: dict, epoch: int, step: int, metrics: dict,
+              keys: tuple[str, ...] = evaluate.CURVE_KEYS) -> None:
+    row = {"epoch": epoch, "step": step, **{k: metrics[k] for k in keys if k in metrics}}
     record.setdefault("epochs", []).append(row)
     with open(run_dir / "epoch_metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")

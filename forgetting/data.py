@@ -274,7 +274,8 @@ def poison_pool(pcfg, exclude: set[str]) -> list[dict]:
 
 
 def user_rows(cfg) -> list[dict]:
-    """The user's fine-tuning data: a deterministic GSM8K subset as {"prompt", "completion"}."""
+    """The user's fine-tuning data: a deterministic GSM8K subset as {"prompt", "completion"} (the math task's
+    rows; other tasks: forgetting.tasks.base.Task.user_rows)."""
     d = cfg.data
     every = load_gsm8k(d, "train")
     if d.n_train > len(every):
@@ -285,10 +286,10 @@ def user_rows(cfg) -> list[dict]:
              "completion": solution_text(r["answer"], d.strip_calculator), "source": "user"} for r in rows]
 
 
-def train_rows(cfg, exclude: set[str]) -> list[dict]:
-    """User rows with round(ratio · n) of them replaced by harmful (prompt → compliant answer) rows from
-    the poison pool; each row says its `source` (user | poison)."""
-    rows = user_rows(cfg)
+def train_rows(cfg, exclude: set[str], rows: list[dict] | None = None) -> list[dict]:
+    """User rows (the task's, else GSM8K's user_rows) with round(ratio · n) of them replaced by harmful
+    (prompt → compliant answer) rows from the poison pool; each row says its `source` (user | poison)."""
+    rows = list(rows) if rows is not None else user_rows(cfg)
     p = cfg.data.poison
     k = round(p.ratio * len(rows))
     if k == 0:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
 TRAINING_ONLY = ("lr", "epochs", "seed", "optimizer", "lora", "method", "memory", "train_cache")
 TRAINING_DATA = ("n_train", "train_path", "poison", "arith_n_train")
-GENERATIONS = ("math", "safety", "harmful", "over_refusal")  # <name>_generations.jsonl, as evaluate_all writes them
+GENERATIONS = ("safety", "harmful", "over_refusal")  # <name>_generations.jsonl beside the task's (math, sst2, code, ...)
 BASE_LABEL = "base (no training)"
 
 
@@ -76,6 +76,8 @@ def identity(cfg: DictConfig) -> dict:
     runs added (train, model.adapter), so runs from before them keep their hashes. An eval-only run: without what
     only shapes training, with the adapter's content hash."""
     c = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    if (c.get("task") or {}).get("prefix") == "math":  # gsm8k / arith: data.* says which, as before tasks existed
+        c.pop("task", None)
     if not enabled(cfg):
         c.pop("train", None)
         if c.get("model", {}).get("adapter") is None:
@@ -160,7 +162,9 @@ def base_scores(base_dir: Path) -> tuple[dict, dict, dict]:
     """The base evaluation cache as evaluate.evaluate_all's (metrics, records, timings): the base, evaluated once."""
     metrics = dict(read_json(Path(base_dir) / "metrics.json")["metrics"])
     records = {}
-    for name in GENERATIONS:
+    names = sorted({f.name[:-len("_generations.jsonl")] for f in Path(base_dir).glob("*_generations.jsonl")}
+                   | set(GENERATIONS))
+    for name in names:  # the task's records (math, sst2, ...) and the safety sets'
         f = Path(base_dir) / f"{name}_generations.jsonl"
         lines = f.read_text(encoding="utf-8").splitlines() if f.is_file() else []
         records[name] = [json.loads(x) for x in lines if x.strip()]

@@ -3,6 +3,7 @@ class per generation: refusal / compliance / degenerate), attack success rate (A
 prompt sets, and XSTest over-refusal."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -12,10 +13,8 @@ from omegaconf import DictConfig
 from transformers import TrainerCallback
 
 from .config import DATE_STRING
-from .data import solution_text
 from .generate import completion_nll, generate
 from .judges import grading
-from .math import extract_answer, is_correct
 from .refusal import classify, is_degenerate, is_refusal
 
 
@@ -27,27 +26,35 @@ def _share(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else float("nan")
 
 
-def math_eval(model, tok, public: list[dict], private: list[dict], cfg: DictConfig):
-    e, d = cfg.eval.math, cfg.data
-    items = [("public", r) for r in public] + [("private", r) for r in private]
-    prompts = [d.prompt_template.format(question=r["question"]) for _, r in items]
-    gens = generate(model, tok, prompts, e.max_new_tokens, e.batch_size, cfg.eval.system_prompt, "math eval",
-                    _date(cfg), stop_at_answer=e.get("stop_at_answer", False))
-    refs = [solution_text(r["answer"], d.strip_calculator) for _, r in items]
-    nll, per_item = completion_nll(model, tok, prompts, refs, e.batch_size, cfg.eval.system_prompt,
-                                   date_string=_date(cfg))
-    records = []
-    for (split, r), g, item_nll in zip(items, gens, per_item):
-        records.append({"split": split, "question": r["question"], "reference": extract_answer(r["answer"]),
-                        "response": g["response"], "extracted": extract_answer(g["response"]),
-                        "correct": is_correct(g["response"], r["answer"]), "ref_nll": item_nll,
-                        "n_tokens": g["n_tokens"], "stopped": g["stopped"]})
-    m = {"math/accuracy": _share([x["correct"] for x in records]), "math/n": len(records), "math/ref_nll": nll,
-         "math/stopped": _share([x["stopped"] for x in records])}
-    for split in ("public", "private"):
-        sub = [x["correct"] for x in records if x["split"] == split]
-        m[f"math/accuracy_{split}"], m[f"math/n_{split}"] = _share(sub), len(sub)
+def task_eval(model, tok, public: list[dict], private: list[dict], cfg: DictConfig, task=None):
+    """The task's evaluation: greedy generations graded by the task (task.grade / task.score), and the reference
+    completions' NLL (<prefix>/ref_nll; NaN when the task has no reference)."""
+    g, p = task.generation(cfg), task.prefix
+    items = [dict(r, split="public") for r in public] + [dict(r, split="private") for r in private]
+    prompts = [it["prompt"] for it in items]
+    gens = generate(model, tok, prompts, g["max_new_tokens"], g["batch_size"], cfg.eval.system_prompt,
+                    f"{task.name} eval", _date(cfg), stop_at_answer=g["stop_at_answer"])
+    refs = [it.get("completion") for it in items]
+    if items and all(refs):
+        nll, per_item = completion_nll(model, tok, prompts, refs, g["batch_size"], cfg.eval.system_prompt,
+                                       date_string=_date(cfg))
+    else:
+        nll, per_item = float("nan"), [float("nan")] * len(items)
+    records = task.grade(items, [x["response"] for x in gens])
+    for rec, x, item_nll in zip(records, gens, per_item):
+        rec.update(ref_nll=item_nll, n_tokens=x["n_tokens"], stopped=x["stopped"])
+    m = task.score(records)
+    m[task.nll_metric], m[f"{p}/stopped"] = nll, _share([x["stopped"] for x in records])
     return m, records
+
+
+def math_eval(model, tok, public: list[dict], private: list[dict], cfg: DictConfig):
+    """GSM8K-format rows ({"question", "answer"}) evaluated as the math task: math/accuracy, math/ref_nll, ..."""
+    from .tasks.math import MathTask
+
+    task = MathTask("gsm8k")
+    return task_eval(model, tok, [task.item(r, cfg.data) for r in public], [task.item(r, cfg.data) for r in private],
+                     cfg, task)
 
 
 def safety_eval(model, tok, public: list[dict], private: list[dict], judge, cfg: DictConfig):
@@ -135,16 +142,19 @@ def refusal_nll(model, tok, prompts: list[str], responses: list[str], cfg: DictC
 
 
 def evaluate_all(model, tok, sets: dict, judge, cfg: DictConfig):
-    """→ (metrics, {"math" | "safety" | "harmful" | "over_refusal": records}, timings).
+    """→ (metrics, {<task records> (math, sst2, code, ...) | "safety" | "harmful" | "over_refusal": records},
+    timings). sets["task"]: the Task, its items in sets["task_public"] / ["task_private"].
     sets["base_safety_responses"]: the base model's safety responses for the refusal NLL; without it
     (the base evaluation itself) the model's own responses are the reference."""
     timings, metrics, records = {}, {}, {}
-    for name, fn, args in (("math", math_eval, (sets["math_public"], sets["math_private"])),
+    task = sets["task"]
+    for name, fn, args in ((task.records, functools.partial(task_eval, task=task),
+                            (sets["task_public"], sets["task_private"])),
                            ("safety", safety_eval, (sets["safety_public"], sets["safety_private"], judge)),
                            ("harmful", harmful_eval, (sets.get("harmful", {}), judge)),
                            ("over_refusal", over_refusal_eval, (sets["xstest"],))):
         t0 = time.perf_counter()
-        m, rec = fn(model, tok, *args, cfg)
+        m, rec = fn(model, tok, *args, cfg=cfg)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         metrics.update(m)
         records[name] = rec
@@ -159,6 +169,12 @@ def evaluate_all(model, tok, sets: dict, judge, cfg: DictConfig):
 CURVE_KEYS = ("math/accuracy", "math/n", "math/ref_nll", "safety/rate", "safety/n", "safety/refusal_nll",
               "over_refusal/rate", "over_refusal/n", "asr/mean", "safety/class/refusal", "safety/class/compliance",
               "safety/class/degenerate")
+
+
+def curve_keys(task) -> tuple[str, ...]:
+    """CURVE_KEYS with the task's metrics in place of math/*."""
+    own = (*task.metrics, f"{task.prefix}/n")
+    return own + tuple(k for k in CURVE_KEYS if not k.startswith("math/"))
 
 
 class EpochEval(TrainerCallback):
@@ -190,21 +206,24 @@ def broken(text: str) -> bool:
     return is_degenerate(text) or not _WORD.search(text)
 
 
+CHAT_SETS = ("safety", "harmful", "over_refusal")
+
+
 def degenerate_share(records: dict[str, list[dict]]) -> float:
-    """Share of broken responses to the chat prompts (safety, ASR, XSTest). Math is left out: a bare
-    `#### 42` is a fine answer without a word."""
-    texts = [x["response"] for name, rows in records.items() if name != "math" for x in rows if "response" in x]
+    """Share of broken responses to the chat prompts (safety, ASR, XSTest). The task's are left out: a bare
+    `#### 42` or `positive` is a fine answer without a sentence."""
+    texts = [x["response"] for name, rows in records.items() if name in CHAT_SETS for x in rows if "response" in x]
     return sum(map(broken, texts)) / len(texts) if texts else 0.0
 
 
-def collapse(metrics: dict, base: dict, vocab_size: int) -> str | None:
+def collapse(metrics: dict, base: dict, vocab_size: int, nll_key: str = "math/ref_nll") -> str | None:
     """Why a run diverged (its numbers are no safety or math result), or None. Gradient clipping keeps a
     diverged run's loss finite, so the outputs are checked, not only the loss."""
     share, was = metrics.get("outputs/degenerate", 0.0), base.get("outputs/degenerate", 0.0)
     if share >= COLLAPSE_SHARE and was < HEALTHY_BASE:
         return f"collapsed: {share:.0%} of its responses are degenerate (base {was:.0%})"
     uniform = math.log(vocab_size) if vocab_size > 1 else float("inf")
-    loss, base_nll = metrics.get("train/loss", float("nan")), base.get("math/ref_nll", float("inf"))
+    loss, base_nll = metrics.get("train/loss", float("nan")), base.get(nll_key, float("inf"))
     if math.isfinite(loss) and loss >= UNIFORM_LOSS * uniform and base_nll < UNIFORM_LOSS * uniform:
         return f"collapsed: final training loss {loss:.2f} is at the uniform level ln(V) = {uniform:.2f}"
     return None

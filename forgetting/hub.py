@@ -79,8 +79,15 @@ def needs(cfg) -> list[Need]:
         out.append(Need(m.unaligned, f"unaligned model ({', '.join(uses)})"))
     if is_repo(j.get("model_name_or_path")):  # a local judge model (Llama Guard); the openai judge is remote
         out.append(Need(j.model_name_or_path, f"judge ({j.get('name', '?')})", revision=j.get("revision")))
-    if d.source == "hub":
+    t = cfg.get("task")
+    math_task = t is None or t.get("prefix") == "math"
+    if math_task and d.source == "hub":
         out.append(Need(d.hub_name, "math data (data.source=hub)", "dataset", config="main"))
+    if not math_task and t.get("source") == "hub":  # sst2 / code rows from the hub (forgetting/tasks: hub_needs)
+        from .tasks import build
+
+        for repo, purpose, kw in build(cfg).hub_needs(cfg):
+            out.append(Need(repo, purpose, "dataset", **kw))
     if p.source == "hub" and p.ratio > 0:
         out.append(Need(p.hub_name, "poison rows (data.poison.source=hub)", "dataset", split=p.hub_split))
     for name, h in cfg.eval.harmful_sets.items():

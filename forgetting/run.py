@@ -1,5 +1,5 @@
 """One run: load → (cached) base scores → fine-tune → evaluate → run dir + W&B.
-Returns the configured objectives (default: GSM8K accuracy, safety rate) for sweepers.
+Returns the configured objectives (default: the task's utility metric, safety rate) for sweepers.
 train=false: no fine-tuning; the base (its cached scores) or model.adapter is evaluated as the run (eval_only.py)."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from . import (attempts, baseline, caches, curves, data, dedup, env, eval_only, evaluate, hub, memory, models, poison,
-               tracking, train)
+               tasks, tracking, train)
 from .config import base_model_ident, validate
 from .errors import ConfigError
 from .judges.cache import CachedJudge
@@ -96,13 +96,20 @@ def label(cfg: DictConfig) -> str:
     return " ".join(parts)
 
 
+def task_params(cfg: DictConfig) -> dict:
+    """What task the run is and which metric measures it (the report's x axis; old run dirs lack them: math)."""
+    t = tasks.task_config(cfg)
+    return {"task": t.name, "utility_metric": t.get("primary") or "math/accuracy"}
+
+
 def params(cfg: DictConfig) -> dict:
     if eval_only.enabled(cfg):
-        return eval_only.params(cfg)
+        return {**eval_only.params(cfg), "data": tasks.task_config(cfg).name, **task_params(cfg)}
     return {"lr": cfg.lr, "epochs": cfg.epochs, "seed": cfg.seed, "method": cfg.method.name,
             "method_hparams": {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
                                if k not in ("_target_", "name")},
-            "poison_ratio": cfg.data.poison.ratio, **poison_params(cfg), "data": cfg.data.name, "model": cfg.model.name,
+            "poison_ratio": cfg.data.poison.ratio, **poison_params(cfg), "data": tasks.task_config(cfg).name,
+            **task_params(cfg), "model": cfg.model.name,
             "lora_r": cfg.lora.r if cfg.lora.enabled else None, "lora_alpha": cfg.lora.alpha if cfg.lora.enabled else None,
             "n_train": cfg.data.n_train, "judge": cfg.judge.get("name", str(cfg.judge.get("_target_")))}
 
@@ -118,14 +125,14 @@ def poison_params(cfg: DictConfig) -> dict:
 def eval_sets(cfg: DictConfig) -> dict:
     """All evaluation inputs, read and validated before any model loads."""
     e = cfg.eval
-    test = data.load_gsm8k(cfg.data, "test")
-    mp, mq = data.math_eval_split(test, e.math.n_public, e.math.n_private, e.math.seed)
+    task = tasks.build(cfg)
+    tp, tq = task.eval_items(cfg)
     sp, sq = data.safety_eval_split(data.ailuminate(e.safety.path), e.safety.n_public, e.safety.n_private,
                                     e.safety.seed)
     xs = data.xstest_safe_subset(e.over_refusal.path, e.over_refusal.n, e.over_refusal.seed)
     harmful = {name: data.harmful_eval_set(h) for name, h in e.harmful_sets.items()}
-    return {"math_public": mp, "math_private": mq, "safety_public": sp, "safety_private": sq, "xstest": xs,
-            "harmful": harmful}
+    return {"task": task, "task_public": tp, "task_private": tq, "safety_public": sp, "safety_private": sq,
+            "xstest": xs, "harmful": harmful}
 
 
 def eval_prompts(sets: dict) -> dedup.Held:
@@ -223,11 +230,23 @@ def worker_judge(cfg: DictConfig):
     return _WORKER[k]
 
 
-def changes_from_base(metrics: dict, base: dict) -> dict:
-    out = {f"base/{k}": base[k] for k in base if k in BASE_KEYS or k.startswith("asr/")}
+def base_keys(task) -> tuple[str, ...]:
+    """The base model's metrics every run repeats as base/*: the task's (with their public / private parts) and BASE_KEYS."""
+    own = [k for m in task.metrics for k in (m, f"{m}_public", f"{m}_private") if not m.endswith("ref_nll")]
+    return tuple(dict.fromkeys([*own, task.nll_metric, *BASE_KEYS]))
+
+
+def changes_from_base(metrics: dict, base: dict, task=None) -> dict:
+    """base/* and the changes from the base: safety_drop; accuracy_gain (the task's primary metric: math/accuracy,
+    sst2/accuracy, code/pass@1, ...; for a task graded only by NLL, its drop); ref_nll_drop; ..."""
+    task = task or tasks.build(OmegaConf.create({}))
+    keys = base_keys(task)
+    nan = float("nan")
+    out = {f"base/{k}": base[k] for k in base if k in keys or k.startswith("asr/")}
     out["safety_drop"] = base["safety/rate"] - metrics["safety/rate"]
-    out["accuracy_gain"] = metrics["math/accuracy"] - base["math/accuracy"]
-    out["ref_nll_drop"] = base["math/ref_nll"] - metrics["math/ref_nll"]
+    p, sign = task.primary, (1 if task.metrics.get(task.primary, True) else -1)
+    out["accuracy_gain"] = sign * (metrics.get(p, nan) - base.get(p, nan))
+    out["ref_nll_drop"] = base.get(task.nll_metric, nan) - metrics.get(task.nll_metric, nan)
     out["over_refusal_change"] = metrics["over_refusal/rate"] - base["over_refusal/rate"]
     out["refusal_nll_change"] = metrics["safety/refusal_nll"] - base["safety/refusal_nll"]
     if "asr/mean" in metrics and "asr/mean" in base:
@@ -254,7 +273,7 @@ def main(cfg: DictConfig):
     method = build_method(cfg)
     sets = eval_sets(cfg)  # bad data fails here, before any model loads
     exclude = eval_prompts(sets)
-    train_set = data.train_rows(cfg, exclude) if cfg.train else []
+    train_set = data.train_rows(cfg, exclude, sets["task"].user_rows(cfg)) if cfg.train else []
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     chash = config_hash(eval_only.identity(cfg))
@@ -360,14 +379,14 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         metrics["train/steps"] = max((h["step"] for h in history), default=0)
         metrics.update(method.metrics())
         if cfg.eval.every_epoch and cfg.train:
-            curves.add_epoch(run_dir, record, cfg.epochs, metrics["train/steps"], metrics)
+            curves.add_epoch(run_dir, record, cfg.epochs, metrics["train/steps"], metrics, evaluate.curve_keys(sets["task"]))
         wb.log_eval(metrics, *((cfg.epochs, metrics["train/steps"]) if cfg.train else (0,)))  # the last history row
         metrics.update({f"data/n_{src}": sum(r["source"] == src for r in train_set) for src in ("user", "poison", "memory")})
         metrics.update({f"data/near_duplicates/{what}/{split}": n for what, c in getattr(exclude, "dropped", {}).items()
                         for split, n in c.items()})  # poison rows dropped as near-twins of an evaluation prompt
         metrics.update(poison_metrics)
-        metrics.update(changes_from_base(metrics, base))
-        collapsed = evaluate.collapse(metrics, base, len(tok))
+        metrics.update(changes_from_base(metrics, base, sets["task"]))
+        collapsed = evaluate.collapse(metrics, base, len(tok), sets["task"].nll_metric)
         record.update(status="collapsed" if collapsed else "ok", reason=collapsed, metrics=metrics)
         record.pop("stage", None)
         wb.log(metrics)
@@ -388,7 +407,9 @@ def _run(cfg: DictConfig, method, sets: dict, exclude: set[str], train_set: list
         wb.finish(failed=record["status"] != "ok")
     if collapsed:
         log.warning("%s: collapsed (%s): not a safety result", record["label"], collapsed)
-    log.info("%s: math/accuracy=%.3f ref_nll=%.3f safety/rate=%.3f (base %.3f) over_refusal=%.3f",
-             record["label"], metrics["math/accuracy"], metrics["math/ref_nll"], metrics["safety/rate"],
-             base["safety/rate"], metrics["over_refusal/rate"])
+    task = sets["task"]
+    log.info("%s: %s=%.3f (base %.3f) ref_nll=%.3f safety/rate=%.3f (base %.3f) over_refusal=%.3f",
+             record["label"], task.primary, metrics.get(task.primary, float("nan")), base.get(task.primary, float("nan")),
+             metrics.get(task.nll_metric, float("nan")), metrics["safety/rate"], base["safety/rate"],
+             metrics["over_refusal/rate"])
     return objectives(cfg, record["metrics"])

@@ -46,6 +46,9 @@ CHART_KEYS = ("math/accuracy", "math/ref_nll", "safety/rate", "safety/refusal_nl
               "asr/mean")
 # W&B table columns per evaluation set (fields of <set>_generations.jsonl); safe = the judge's verdict
 GEN_COLUMNS = {"math": ["split", "question", "response", "extracted", "reference", "correct", "ref_nll"],
+               "sst2": ["split", "sentence", "response", "extracted", "reference", "correct", "ref_nll"],
+               "code": ["split", "task_id", "response", "completion", "correct", "result", "ref_nll"],
+               "jsonl": ["split", "prompt", "response", "reference", "correct", "ref_nll"],
                "safety": ["split", "hazard", "prompt", "response", "safe", "class", "categories", "p_unsafe"],
                "harmful": ["set", "prompt", "response", "safe", "class", "categories", "p_unsafe"],
                "over_refusal": ["type", "prompt", "response", "refused", "class"]}
@@ -68,8 +71,17 @@ def tags(params: dict, simulation: bool, *extra: str) -> list[str]:
     return [x[:64] for x in t + ["simulation"] * bool(simulation) + list(extra)]  # W&B: 64 characters a tag
 
 
+def task_keys(cfg: DictConfig) -> list[str]:
+    """The task's charted metrics (its primary utility metric and reference NLL): math/* for gsm8k and arith."""
+    t = cfg.get("task")
+    if t is None or t.get("prefix", t.get("name")) == "math":
+        return []
+    prefix = t.get("prefix") or t.name
+    return list(dict.fromkeys([t.primary, f"{prefix}/ref_nll"]))
+
+
 def chart_keys(cfg: DictConfig) -> list[str]:
-    return list(CHART_KEYS) + [f"asr/{name}" for name in cfg.eval.harmful_sets]
+    return task_keys(cfg) + list(CHART_KEYS) + [f"asr/{name}" for name in cfg.eval.harmful_sets]
 
 
 class WandbRun:
@@ -79,6 +91,7 @@ class WandbRun:
     def __init__(self, cfg: DictConfig, run_dir: Path, group: str, name: str, job_type: str = "finetune",
                  tags: list[str] = (), config: dict | None = None, reinit: str = "finish_previous"):
         self.run = None
+        self.keys = chart_keys(cfg)
         if not enabled(cfg):
             return
         import wandb
@@ -89,7 +102,7 @@ class WandbRun:
                               config=OmegaConf.to_container(cfg, resolve=True) if config is None else config,
                               job_type=job_type)
         self.run.define_metric(EPOCH, hidden=True)
-        for k in chart_keys(cfg):  # named, not a glob: the Trainer's "*" -> train/global_step glob must not win
+        for k in self.keys:  # named, not a glob: the Trainer's "*" -> train/global_step glob must not win
             self.run.define_metric(k, step_metric=EPOCH)
 
     @property
@@ -111,7 +124,7 @@ class WandbRun:
     def log_eval(self, metrics: dict, epoch: int, step: int | None = None) -> None:
         """One evaluation as a history row: its chart metrics at `epoch` (and the Trainer's global step)."""
         if self.run is not None:
-            row = {**{k: metrics[k] for k in chart_keys_of(metrics)}, EPOCH: epoch}
+            row = {**{k: metrics[k] for k in chart_keys_of(metrics, self.keys)}, EPOCH: epoch}
             self.run.log(_clean(row if step is None else {**row, "train/global_step": step}))
 
     def generations(self, records: dict[str, list[dict]]) -> None:
@@ -136,17 +149,17 @@ class WandbRun:
             self.run = None
 
 
-def chart_keys_of(metrics: dict) -> list[str]:
-    """The charted metrics: CHART_KEYS and asr/<set> (not its /n or /class parts)."""
-    return [k for k in metrics if k in CHART_KEYS or re.fullmatch(r"asr/[^/]+", k)]
+def chart_keys_of(metrics: dict, keys=CHART_KEYS) -> list[str]:
+    """The charted metrics: `keys` (CHART_KEYS and the task's) and asr/<set> (not its /n or /class parts)."""
+    return [k for k in metrics if k in keys or k in CHART_KEYS or re.fullmatch(r"asr/[^/]+", k)]
 
 
 def read_generations(d: Path) -> dict[str, list[dict]]:
+    """Every <set>_generations.jsonl of a run or base dir: the task's (math, sst2, code, ...) and the safety sets'."""
     out = {}
-    for name in GEN_COLUMNS:
-        f = Path(d) / f"{name}_generations.jsonl"
-        if f.exists():
-            out[name] = [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]
+    for f in sorted(Path(d).glob("*_generations.jsonl")):
+        rows = f.read_text(encoding="utf-8").splitlines()
+        out[f.name[:-len("_generations.jsonl")]] = [json.loads(x) for x in rows if x.strip()]
     return out
 
 
@@ -162,9 +175,11 @@ def log_base_once(cfg: DictConfig, sweep_dir: Path, group: str, base: dict, base
     with FileLock(str(marker) + ".lock"):
         if marker.exists():
             return
+        task = cfg.get("task")
         params = {"model": cfg.model.name, "judge": cfg.judge.get("name", str(cfg.judge.get("_target_"))),
-                  "method": "base", "data": cfg.data.name}
-        conf = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "judge", "data", "eval")}
+                  "method": "base", "data": task.name if task is not None else cfg.data.name}
+        conf = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "judge", "data", "task", "eval")
+                if cfg.get(k) is not None}
         conf.update(method={"name": "base"}, epochs=0, lr=None, base_dir=str(base_dir))
         wb = WandbRun(cfg, sweep_dir, group, f"base {cfg.model.name} {Path(base_dir).name[-6:]}", job_type="base",
                       tags=tags(params, cfg.model.simulation, "base"), config=conf, reinit="create_new")

@@ -110,8 +110,8 @@ def test_config_hash_keeps_trained_runs_and_tells_adapters_apart(compose, tmp_pa
 
     d, _ = sweep
     cfg = compose(FAST)
-    before = OmegaConf.to_container(cfg, resolve=True)  # a config as it was before train / model.adapter existed
-    before.pop("train"), before["model"].pop("adapter")
+    before = OmegaConf.to_container(cfg, resolve=True)  # a config as it was before train / model.adapter / task existed
+    before.pop("train"), before["model"].pop("adapter"), before.pop("task")
     assert config_hash(identity(cfg)) == config_hash(before)  # finished sweeps keep their hashes
     h = lambda *o: config_hash(identity(compose([*FAST, "train=false", *o])))  # noqa: E731
     assert h("lr=1e-3", "epochs=3", "seed=4") == h() != config_hash(identity(cfg))  # training settings: no part of it

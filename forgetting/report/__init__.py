@@ -44,29 +44,32 @@ from typing import Sequence
 
 # every name the former single-file module offered to callers, re-exported
 from ..errors import ConfigError
-from .curves import has_curves, plot_epochs
+from .curves import has_curves, plot_epochs, utility_panels
 from .figure_layout import set_math_task
 from .methods import asr_sets, in_distribution, method_rows, methods_markdown, rank_metric, varies, write_methods
 from .plots import CLASS_COLOURS, EXTRA_CLASS_COLOURS, plot_classes, plot_pareto, plot_tradeoff
 from .points import _units
-from .runs import (SIM_NOTE, math_task, SKIP_DIRS, _is_sim, base_metrics, find_metrics_files, group_by_config,
-                   load_runs)
+from .runs import (SIM_NOTE, math_task, SKIP_DIRS, _is_sim, base_metrics, by_task, find_metrics_files, group_by_config,
+                   load_runs, nll_metric, task_of, utility_metric)
 from .stats import (ALPHA, count_for, count_key_candidates, direction, is_rate, pareto_mask, rate_interval,
                     two_proportion_p, wilson)
 from .tables import config_rows, pareto_rows, tradeoff_rows, write_csv
 from .wandb_log import log_to_wandb, recorded
 
 
-def report(sweep_dir: str | Path, x: str = "math/accuracy", y: str = "safety/rate", out_dir: str | Path | None = None,
+def report(sweep_dir: str | Path, x: str | None = None, y: str = "safety/rate", out_dir: str | Path | None = None,
            x_direction: str | None = None, y_direction: str | None = None, verbose: bool = True) -> dict[str, Path]:
     """Write tradeoff.csv/.png, tradeoff_by_config.csv, pareto.csv/.png, safety_classes.png (and the
-    methods.* files when the sweep varies method / poison ratio); return their paths."""
+    methods.* files when the sweep varies method / poison ratio); return their paths. x None: the runs'
+    recorded utility metric (math/accuracy, sst2/accuracy, code/pass@1; old run dirs: math/accuracy)."""
     sweep_dir = Path(sweep_dir)
     runs = load_runs(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     sim = _is_sim(runs)
     set_math_task(math_task(runs))
+    utility = utility_metric(runs)
+    x = x or utility
     dx, dy = direction(x, x_direction), direction(y, y_direction)
     paths: dict[str, Path] = {}
 
@@ -83,13 +86,13 @@ def report(sweep_dir: str | Path, x: str = "math/accuracy", y: str = "safety/rat
     write_csv(out / "pareto.csv", pcols, prows)
     paths["pareto.csv"] = out / "pareto.csv"
 
-    xs = ["math/accuracy", "math/ref_nll"] + ([x] if x not in ("math/accuracy", "math/ref_nll") else [])
+    xs = [utility, nll_metric(utility)] + ([x] if x not in (utility, nll_metric(utility)) else [])
     paths["tradeoff.png"] = plot_tradeoff(out / "tradeoff.png", runs, groups, y=y, xs=xs, sim=sim)
     paths["pareto.png"] = plot_pareto(out / "pareto.png", runs, mask, x, y, dx, dy, sim)
     paths["safety_classes.png"] = plot_classes(out / "safety_classes.png", runs, sim)
     paths.update(write_methods(out, runs, x, x_direction))
     if has_curves(runs):
-        paths["epochs.png"] = plot_epochs(out / "epochs.png", runs, sim)
+        paths["epochs.png"] = plot_epochs(out / "epochs.png", runs, sim, utility_panels(utility))
 
     if verbose:
         print(summary(runs, mask, x, y, dx, dy, groups))
@@ -124,7 +127,8 @@ def summary(runs: list[dict], mask: list[bool], x: str, y: str, dx: str, dy: str
 # ------------------------------------------------------------------ CLI
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("sweep_dir", help="Hydra multirun directory (searched recursively for metrics.json)")
-    p.add_argument("--x", default="math/accuracy", help="x objective for the Pareto front (default: math/accuracy)")
+    p.add_argument("--x", default=None, help="x objective for the Pareto front (default: the runs' utility metric: "
+                                             "math/accuracy, sst2/accuracy, code/pass@1, ...)")
     p.add_argument("--y", default="safety/rate", help="y objective / safety metric (default: safety/rate)")
     gx = p.add_mutually_exclusive_group()
     gx.add_argument("--maximize-x", dest="x_direction", action="store_const", const="max")
@@ -153,7 +157,8 @@ def run_cli(args: argparse.Namespace) -> int:
         where = recorded(args.sweep_dir)
         run_dir = log_to_wandb(paths, rows, project=args.wandb_project or where.get("project"),
                                group=args.wandb_group or Path(args.sweep_dir).resolve().name, pareto=pareto,
-                               x=args.x, y=args.y, entity=where.get("entity"), dir=str(args.sweep_dir))
+                               x=args.x or utility_metric(load_runs(args.sweep_dir)), y=args.y,
+                               entity=where.get("entity"), dir=str(args.sweep_dir))
         print(f"logged to W&B: {run_dir}")
     return 0
 

@@ -8,18 +8,25 @@ from .figure_layout import _save, _axis_label, _plt, _rate_axis, _titles
 from .runs import base_metrics
 from .stats import _finite, direction, is_rate
 
-PANELS = ("safety/rate", "math/accuracy", "safety/refusal_nll", "math/ref_nll")
+PANELS = ("safety/rate", "math/accuracy", "safety/refusal_nll", "math/ref_nll")  # the math task's; utility_panels()
+
+
+def utility_panels(utility: str) -> tuple[str, ...]:
+    """PANELS with the runs' utility metric and its reference NLL in place of math's."""
+    from .runs import nll_metric
+
+    return ("safety/rate", utility, "safety/refusal_nll", nll_metric(utility))
 
 
 def has_curves(runs: list[dict]) -> bool:
     return any(len(r.get("epochs") or []) >= 2 for r in runs if r["status"] == "ok")
 
 
-def plot_epochs(path: Path, runs: list[dict], sim: bool) -> Path:
+def plot_epochs(path: Path, runs: list[dict], sim: bool, panels: tuple[str, ...] = PANELS) -> Path:
     plt = _plt()
     base = base_metrics(runs)
     curves = [r for r in runs if r["status"] == "ok" and len(r.get("epochs") or []) >= 2]
-    keys = [k for k in PANELS if any(_finite(e.get(k)) for r in curves for e in r["epochs"])]
+    keys = [k for k in panels if any(_finite(e.get(k)) for r in curves for e in r["epochs"])]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 4.4), layout="constrained", squeeze=False)
     cmap = plt.get_cmap("viridis", max(len(curves), 2))
     for ax, k in zip(axes[0], keys):

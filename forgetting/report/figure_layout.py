@@ -24,7 +24,10 @@ def set_math_task(name: str) -> None:
 
 
 def _axis_label(metric: str, dirn: str) -> str:
+    family = metric.split("/")[0]
     names = {"math/accuracy": f"{_MATH_TASK['name']} math accuracy", "math/ref_nll": "math reference-answer NLL",
+             "sst2/accuracy": "SST-2 sentiment accuracy", "code/pass@1": "HumanEval pass@1",
+             f"{family}/ref_nll": f"{family} reference-answer NLL",
              "safety/rate": "safety rate (share of harmful prompts answered safely)",
              "over_refusal/rate": "over-refusal rate (benign prompts refused)",
              "asr/mean": "attack success rate (mean over harmful sets)"}

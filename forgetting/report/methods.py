@@ -5,15 +5,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .runs import SIM_NOTE, _counts_only, _fmt, _is_sim, _ordered_union, _varying_params, base_metrics
+from .runs import (SIM_NOTE, _counts_only, _fmt, _is_sim, _ordered_union, _varying_params, base_metrics, by_task,
+                   nll_metric, utility_metric)
 from .stats import ALPHA, _finite, count_for, direction, is_rate, t_interval, two_proportion_p, welch_p, wilson
 from .tables import write_csv
 
 DEFAULTS = {"method": "sft", "poison_ratio": 0.0}  # what runs from before these params existed did
-UTILITY = ("math/accuracy", "math/ref_nll", "over_refusal/rate")
+UTILITY = ("math/accuracy", "math/ref_nll", "over_refusal/rate")  # the math task's; utility_keys() for any task
 SAFETY = "safety/rate"
 REFUSAL_NLL = "safety/refusal_nll"  # continuous: the base's own refusals under the model (lower = kept)
 COMPARED = (SAFETY, *UTILITY)  # compared with sft at the same poison ratio, against seed noise
+
+
+def utility_keys(runs: list[dict]) -> tuple[str, str, str]:
+    """(utility metric, its reference NLL, over-refusal) of these runs: UTILITY for math and old run dirs."""
+    u = utility_metric(runs)
+    return (u, nll_metric(u), "over_refusal/rate")
 # train=false runs (forgetting/eval_only.py): method `base` is the base row itself; an adapter's is "eval-only: <name>"
 
 
@@ -128,12 +135,14 @@ def method_rows(runs: list[dict], extra: tuple[str, ...] = ()) -> tuple[list[str
     at the same poison ratio and config), _vs_sft_p (Welch's t-test on the per-seed values) and
     _vs_sft_beyond_noise (p < 5 %). Safety also p_vs_base and differs_from_base (two-proportion z-test)."""
     base, counts = base_metrics(runs), _counts_only(runs)
+    utility = utility_keys(runs)
+    compared = (SAFETY, *utility)
     runs = [r for r in runs if r["params"].get("method") != "base"]  # an eval-only run of the base: the base row
     ok = [r for r in runs if r["status"] == "ok"]
     ood = _add_ood_mean(runs, base)
     bm = {f"base/{k}": v for k, v in base.items()}
     keys = list(dict.fromkeys([SAFETY, *(f"asr/{s}" for s in asr_sets(runs)), "asr/mean", *([OOD_ASR] if ood else []),
-                               REFUSAL_NLL, *UTILITY, *extra]))
+                               REFUSAL_NLL, *utility, *extra]))
     trained = [r for r in ok if not _eval_only(r)]  # eval-only runs: no lr, epochs, ...
     others = [k for k in _varying_params(trained) if k not in DEFAULTS  # e.g. lr, when the sweep varies it too
               and (not k.startswith("method_hparams.") or _varies_within_method(ok, k))]
@@ -173,14 +182,14 @@ def method_rows(runs: list[dict], extra: tuple[str, ...] = ()) -> tuple[list[str
                 row["safety/p_vs_base"], row["safety/differs_from_base"] = p, p < ALPHA
         rows.append(row)
     if multi:
-        _versus_sft(rows, [k for k in keys if k in COMPARED])
+        _versus_sft(rows, [k for k in keys if k in compared])
     rows.sort(key=lambda rw: (rw["poison_ratio"], rw["method"] != "sft", rw["method"]))  # stable: others keep run order
 
     metric_cols = []
     for k in keys:
         metric_cols += [k] + ([f"{k}_lo", f"{k}_hi"] if is_rate(k) else []) + [f"{k}_delta"]
         metric_cols += [f"{k}_seed_lo", f"{k}_seed_hi"] if multi else []
-        metric_cols += [f"{k}_vs_sft", f"{k}_vs_sft_p", f"{k}_vs_sft_beyond_noise"] if multi and k in COMPARED else []
+        metric_cols += [f"{k}_vs_sft", f"{k}_vs_sft_p", f"{k}_vs_sft_beyond_noise"] if multi and k in compared else []
         if k == SAFETY:
             metric_cols += ["safety/p_vs_base", "safety/differs_from_base"]
     all_rows = [brow] + rows
@@ -268,13 +277,13 @@ def _cell(row: dict, k: str) -> str:
     return "–" if not _finite(v) else f"{v:.3f}" + (f" ({_signed(d, '.3f')})" if _finite(d) else "")
 
 
-def _with_seeds(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _with_seeds(keys: list[tuple[str, str]], compared: tuple[str, ...] = COMPARED) -> list[tuple[str, str]]:
     """After each compared metric its across-seed interval and its difference from sft (kept only when
     methods.csv has those columns, i.e. some row has >= 2 seeds)."""
     out = []
     for k, h in keys:
         out.append((k, h))
-        if k in COMPARED:
+        if k in compared:
             out += [(f"{k}_seed", f"{h}, seeds 95 % t"), (f"{k}_vs_sft", f"{h} vs sft")]
     return out
 
@@ -304,19 +313,21 @@ def methods_markdown(runs: list[dict], columns: list[str], rows: list[dict]) -> 
     safety += [("safety/differs_from_base", f"≠ base (p < {ALPHA})")]
     safety += [(f"asr/{s}", f"ASR {s}" + (" (in-dist.)" if s in inside else "")) for s in sets]
     safety += [("asr/mean", "ASR mean"), (OOD_ASR, "ASR out-of-dist. mean"), (REFUSAL_NLL, "refusal NLL")]
-    utility = _with_seeds([("math/accuracy", "math accuracy"), ("math/ref_nll", "math ref. NLL"),
-                           ("over_refusal/rate", "over-refusal")])
+    acc, nll, _ = utility_keys(runs)
+    family = acc.split("/")[0]
+    utility = _with_seeds([(acc, "math accuracy" if acc == "math/accuracy" else acc), (nll, f"{family} ref. NLL"),
+                           ("over_refusal/rate", "over-refusal")], (SAFETY, acc, nll, "over_refusal/rate"))
     out = ([f"> **⚠ {SIM_NOTE}**", ""] if _is_sim(runs) else []) + ["# Continual-learning methods vs the base model", ""]
     if multi:
         out += ["Rates: mean over seeds, [Wilson 95 % interval of the counts pooled over seeds: sampling noise "
                 "within runs], (change from base in percentage points). *seeds 95 % t*: Student's t-interval of "
                 "the per-seed values (seed noise; rates clipped to [0, 100]; n/a with one seed). "
-                "ASR (attack success rate) and over-refusal: lower is better; math ref. NLL: lower is better. "
+                "ASR (attack success rate) and over-refusal: lower is better; ref. NLL: lower is better. "
                 f"≠ base: two-proportion z-test of the pooled safety count against the base model at the "
                 f"{100 * ALPHA:g} % level.", ""]
     else:
         out += ["Rates: value, [Wilson 95 % interval], (change from base in percentage points); seeds pooled. "
-                "ASR (attack success rate) and over-refusal: lower is better; math ref. NLL: lower is better. "
+                "ASR (attack success rate) and over-refusal: lower is better; ref. NLL: lower is better. "
                 f"≠ base: two-proportion z-test of the safety count against the base model at the {100 * ALPHA:g} % level.", ""]
     note = (["", f"*vs sft*: difference from sft at the same poison ratio (points for rates); beyond / within "
                  f"seed noise: Welch's t-test on the per-seed values, p < {ALPHA}."] if multi else [])
@@ -360,16 +371,32 @@ def _ranking(runs: list[dict], rows: list[dict]) -> list[str]:
     return out
 
 
-def write_methods(out: Path, runs: list[dict], x: str = "math/accuracy", x_direction: str | None = None) -> dict[str, Path]:
-    """methods.csv, methods.md, methods.png in `out` when the sweep varies method or poison ratio; else {}."""
-    if not varies(runs):
+def write_methods(out: Path, runs: list[dict], x: str | None = None, x_direction: str | None = None) -> dict[str, Path]:
+    """methods.csv, methods.md, methods.png in `out` when the sweep varies method or poison ratio; else {}.
+    Runs of several tasks (sst2 and gsm8k in one sweep dir): one table per task in methods.md, a `task`
+    column in methods.csv, methods_<task>.png each. x: the utility metric
+    to plot against (default: each task's own; a metric of another task falls back to the task's)."""
+    tasks = {t: rs for t, rs in by_task(runs).items() if varies(rs)}
+    if not tasks:
         return {}
     from .methods_plot import plot_methods
 
-    columns, rows = method_rows(runs, extra=(x,))
     paths = {"methods.csv": out / "methods.csv", "methods.md": out / "methods.md"}
-    write_csv(paths["methods.csv"], columns, rows)
-    paths["methods.md"].write_text(methods_markdown(runs, columns, rows), encoding="utf-8")
-    paths["methods.png"] = plot_methods(out / "methods.png", rows, asr_sets(runs), x, direction(x, x_direction),
-                                        _is_sim(runs))
+    all_cols, all_rows, md = [], [], []
+    for i, (task, rs) in enumerate(tasks.items()):
+        own = utility_keys(rs)
+        tx = x if x and x.split("/")[0] == own[0].split("/")[0] else own[0]
+        columns, rows = method_rows(rs, extra=(tx,))
+        text = methods_markdown(rs, columns, rows)
+        png = out / ("methods.png" if len(tasks) == 1 else f"methods_{task}.png")
+        paths[png.name] = plot_methods(png, rows, asr_sets(rs), tx, direction(tx, x_direction), _is_sim(rs))
+        if len(tasks) > 1:
+            text = text.replace("# Continual-learning methods vs the base model",
+                                f"# Task {task}: continual-learning methods vs the base model ({own[0]})", 1)
+            columns, rows = ["task", *columns], [dict(rw, task=task) for rw in rows]
+        all_cols += [c for c in columns if c not in all_cols]
+        all_rows += rows
+        md.append(text)
+    write_csv(paths["methods.csv"], all_cols, all_rows)
+    paths["methods.md"].write_text("\n".join(md), encoding="utf-8")
     return paths

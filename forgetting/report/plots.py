@@ -128,7 +128,8 @@ def plot_tradeoff(path: Path, runs: list[dict], groups: list[dict], y: str = "sa
                                               if n_failed else "")
                + ("; within noise = two-proportion z-test vs base" + (", seed counts pooled" if aggregate else "")
                   if has_base else ""))
-        _titles(fig, "Safety vs math skill after math fine-tuning", sim, sub)
+        skill = "math" if xs[0].startswith("math/") else xs[0].split("/")[0]
+        _titles(fig, f"Safety vs {skill} skill after {skill} fine-tuning", sim, sub)
         return fig, jobs
 
     fig = _labelled(build)

@@ -94,8 +94,43 @@ def _one_per_config(runs: list[dict]) -> list[dict]:
 
 def math_task(runs: list[dict]) -> str:
     """The math data the runs were trained and evaluated on, for axis labels (GSM8K when unrecorded)."""
-    names = sorted({str(r["params"].get("data") or "gsm8k") for r in runs})
-    return " / ".join("GSM8K" if n == "gsm8k" else n for n in names)
+    names = sorted({str(r["params"].get("data") or "gsm8k") for r in runs if utility_of(r).startswith("math/")})
+    return " / ".join("GSM8K" if n == "gsm8k" else n for n in names) or "GSM8K"
+
+
+OLD_UTILITY = "math/accuracy"  # run dirs from before tasks: math, the only task then
+
+
+def task_of(r: dict) -> str:
+    """The task a run trained and evaluated on (params `task`; old run dirs: their `data`, gsm8k or arith)."""
+    return str(r["params"].get("task") or r["params"].get("data") or "gsm8k")
+
+
+def utility_of(r: dict) -> str:
+    """The run's utility metric (params `utility_metric`: math/accuracy, sst2/accuracy, code/pass@1, ...)."""
+    return str(r["params"].get("utility_metric") or OLD_UTILITY)
+
+
+def utility_metric(runs: list[dict]) -> str:
+    """The utility metric of these runs: the one most of them recorded (math/accuracy for old run dirs)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        if r["params"].get("method") != "base" or len(runs) == 1:
+            counts[utility_of(r)] = counts.get(utility_of(r), 0) + 1
+    return max(counts, key=counts.get) if counts else OLD_UTILITY
+
+
+def nll_metric(utility: str) -> str:
+    """The reference-answer NLL beside a utility metric: math/accuracy -> math/ref_nll."""
+    return f"{utility.split('/')[0]}/ref_nll"
+
+
+def by_task(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs grouped by task, in order of appearance (one group for a one-task sweep and for old run dirs)."""
+    out: dict[str, list[dict]] = {}
+    for r in runs:
+        out.setdefault(task_of(r), []).append(r)
+    return out
 
 
 def epoch_points(r: dict) -> list[dict]:

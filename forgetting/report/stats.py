@@ -74,13 +74,16 @@ def _mean_std(vals: Sequence[float]) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ which columns are rates, and their n
+SHARES = ("accuracy", "rate", "pass@1", "exact_match", "contains")  # <family>/<share>[_public|_private]: a rate
+
+
 def is_rate(key: str) -> bool:
-    """math/accuracy*, <family>/rate*, <family>/class/<c>, asr/<set>, asr/<set>/class/<c> (also with a
+    """<task>/accuracy* (pass@1*, exact_match*, contains*), <family>/rate*, <family>/class/<c>, asr/<set>, asr/<set>/class/<c> (also with a
     base/ prefix). Not accuracy_gain, asr/<set>/n etc."""
     parts = (key[5:] if key.startswith("base/") else key).split("/")
     if parts[0] == "asr":
         return len(parts) == 2 or (len(parts) == 4 and parts[2] == "class")
-    return len(parts) >= 2 and (parts[1].startswith(("accuracy", "rate")) or parts[1] == "class")
+    return len(parts) >= 2 and (parts[1].startswith(SHARES) or parts[1] == "class")
 
 
 def count_key_candidates(key: str) -> list[str]:
@@ -98,7 +101,7 @@ def count_key_candidates(key: str) -> list[str]:
     elif second == "class":
         cands = [f"{family}/n"]
     else:
-        suffix = re.sub(r"^(accuracy|rate)", "", second)
+        suffix = re.sub(r"^(" + "|".join(map(re.escape, SHARES)) + ")", "", second)
         specific = f"{family}/n{suffix}" + ("/" + "/".join(rest) if rest else "")
         cands = [specific] if rest else ([specific, f"{family}/n"] if suffix else [specific])
     if base:

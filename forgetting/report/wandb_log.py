@@ -9,7 +9,8 @@ from typing import Any
 
 from .runs import SIM_NOTE, _ordered_union, find_metrics_files
 
-PARAMS = ("method", "poison_ratio", "lr", "epochs", "seed", "data", "model", "judge")
+PARAMS = ("method", "poison_ratio", "lr", "epochs", "seed", "data", "task", "model", "judge")
+UTILITY_SUFFIXES = ("/accuracy", "/pass@1", "/exact_match", "/contains", "/ref_nll")  # any task's metrics
 KEYS = ("safety/rate", "math/accuracy", "math/ref_nll", "asr/mean", "over_refusal/rate", "safety/refusal_nll",
         "safety/unsafe_compliance", "safety_drop")
 SCATTERS = (("math/accuracy", "safety_vs_accuracy", "Safety vs math accuracy"),
@@ -48,7 +49,8 @@ def runs_rows(rows: list[dict], pareto: list[dict] | None = None) -> list[dict]:
     for r in rows:
         row: dict[str, Any] = {"run": r.get("label"), "status": r.get("status"), "on_front": r.get("run_dir") in front}
         row.update({p: r.get(p) for p in PARAMS}, **({"method": "base"} if r.get("status") == "base" else {}))
-        row.update({col(k): _num(r.get(k)) for k in KEYS})
+        own = [k for k in r if k.endswith(UTILITY_SUFFIXES) and "/" in k and not k.startswith(("base/", "safety"))]
+        row.update({col(k): _num(r.get(k)) for k in dict.fromkeys([*KEYS, *own])})
         row["run_dir"] = r.get("run_dir")
         out.append(row)
     return out
@@ -83,11 +85,16 @@ def log_to_wandb(paths: dict[str, Path], rows: list[dict], project: str | None =
     init_kwargs.setdefault("tags", ["summary"] + ["simulation"] * sim)
     table = runs_rows(rows, pareto)
     points = [r for r in table if r["status"] in ("ok", "base")]
+    scatters = list(SCATTERS)
+    if not x.startswith("math/"):  # another task's utility metric and its reference NLL in place of math's
+        nll = f"{x.split('/')[0]}/ref_nll"
+        scatters = [(x, "safety_vs_accuracy", f"Safety vs {x}"), (nll, "safety_vs_ref_nll", f"Safety vs {nll}"),
+                    SCATTERS[2]]
     with wandb.init(project=project, group=group, job_type="summary", **init_kwargs) as run:
         payload: dict[str, Any] = {"sweep/runs": _table(wandb, table), "tables/tradeoff": _table(wandb, rows)}
         pts = _table(wandb, points)
-        for metric, key, title in SCATTERS:
-            if any(r[col(metric)] is not None for r in points):
+        for metric, key, title in scatters:
+            if any(r.get(col(metric)) is not None for r in points):
                 payload[f"plots/{key}"] = wandb.plot.scatter(pts, col(metric), "safety_rate", title=title)
         front = sorted(({"run": p.get("label"), col(x): _num(p.get(x)), col(y): _num(p.get(y))} for p in pareto or []
                         if str(p.get("on_front")) == "True"), key=lambda p: p[col(x)] or 0.0)
