@@ -264,3 +264,24 @@ def test_methods_report_has_one_table_per_task(tmp_path):
     rows = rp._read_csv(paths["methods.csv"])
     assert {r["task"] for r in rows} == {"gsm8k", "code"} and len(rows) == 2 * (1 + 3)  # base + 3 runs a task
     assert {"methods_gsm8k.png", "methods_code.png"} <= set(paths)
+
+
+# ------------------------------------------------------------------ W&B charts and hub needs follow the task
+def test_wandb_charts_the_tasks_metrics(compose):
+    from forgetting import tracking
+
+    keys = tracking.chart_keys(compose(["task=sst2"]))
+    assert keys[:2] == ["sst2/accuracy", "sst2/ref_nll"] and "safety/rate" in keys
+    assert tracking.chart_keys(compose([])) == tracking.chart_keys(compose(["data=arith"]))  # math: as before
+    row = tracking.chart_keys_of({"sst2/accuracy": 0.5, "sst2/n": 8, "safety/rate": 1.0}, keys)
+    assert row == ["sst2/accuracy", "safety/rate"]
+
+
+def test_hub_needs_name_the_tasks_dataset(compose):
+    from forgetting import hub
+
+    repos = [(n.repo_id, n.repo_type) for n in hub.needs(compose(["task=sst2", "task.source=hub"]))]
+    assert ("stanfordnlp/sst2", "dataset") in repos
+    assert not [n for n in hub.needs(compose(["task=sst2"])) if n.repo_type == "dataset"]  # the stand-in: offline
+    code_needs = hub.needs(compose(["task=code", "task.source=hub"]))
+    assert [(n.repo_id, n.split) for n in code_needs if n.repo_type == "dataset"] == [("sahil2801/CodeAlpaca-20k", "train")]
