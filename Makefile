@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE=1
 export WANDB_MODE?=offline
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test demo demo-math methods methods-math report bench sync pareto preset clean
+.PHONY: install test demo demo-math methods methods-math report bench rehearsal sync pareto preset clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -56,6 +56,9 @@ report: install
 
 bench: install               ## where compute goes (PRESET=tiny_math: a fine-tune that writes `#### N` lines; DEMO=none|cached|fresh)
 	$(PY) benchmarks/run.py --preset $(or $(PRESET),tiny) --demo $(or $(DEMO),both)
+
+rehearsal: install           ## the real models' sizes, random weights, no hub: peak memory and time per stage and method (SCALE=small: ~2 min on CPU)
+	$(PY) benchmarks/rehearsal.py --scale $(or $(SCALE),full) $(REHEARSAL_ARGS)
 
 sync: install                ## upload offline W&B runs (not those of earlier attempts, kept under attempts/)
 	find outputs -path '*/attempts/*' -prune -o -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
