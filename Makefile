@@ -20,7 +20,7 @@ SEED_GRID = $(if $(shell [ "$(SEEDS)" -ge 1 ] 2>/dev/null && echo ok),,$(error S
 export WANDB_MODE?=offline
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install test demo demo-math methods methods-math report bench sync pareto dashboard preset clean clean-cache
+.PHONY: help install test demo demo-math methods methods-math report bench rehearsal sync pareto dashboard preset clean clean-cache
 
 help:                        ## list the targets (this)
 	@awk 'match($$0, /^[a-zA-Z_-]+:[^#]*## /) { printf "  %-14s %s\n", substr($$0, 1, index($$0, ":") - 1), substr($$0, RSTART + RLENGTH) }' $(MAKEFILE_LIST)
@@ -72,6 +72,9 @@ report: install              ## tables and figures of one sweep dir: make report
 
 bench: install               ## where compute goes (PRESET=tiny_math: a fine-tune that writes `#### N` lines; DEMO=none|cached|fresh)
 	$(PY) benchmarks/run.py --preset $(or $(PRESET),tiny) --demo $(or $(DEMO),both)
+
+rehearsal: install           ## the real models' sizes, random weights, no hub: peak memory and time per stage and method (SCALE=small: ~2 min on CPU)
+	$(PY) benchmarks/rehearsal.py --scale $(or $(SCALE),full) $(REHEARSAL_ARGS)
 
 sync: install                ## upload every offline W&B run: outputs/, the cache dir, WANDB_DIR, DIRS=...; not attempts/ (DRY=1: list)
 	$(PY) -m forgetting.wandb_sync $(DIRS) $(if $(DRY),--dry-run)
