@@ -63,9 +63,11 @@ def test_makefile_leaves_the_hub_and_its_cache_alone():
     text = (ROOT / "Makefile").read_text()
     assert "export HF_HUB_OFFLINE" not in text and "HF_HOME" not in text
     if shutil.which("make"):
-        dry = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True).stdout
+        # under `make test` (CI) MAKELEVEL is set and a child make prints "Entering directory" lines: not here
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+        dry = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, env=env).stdout
         assert "outputs/sweeps" in dry and "outputs/cache" not in dry and "rm -rf outputs " not in dry
-        dry = subprocess.run(["make", "-n", "clean-cache"], cwd=ROOT, capture_output=True, text=True).stdout
+        dry = subprocess.run(["make", "-n", "clean-cache"], cwd=ROOT, capture_output=True, text=True, env=env).stdout
         assert dry.strip() == "rm -rf outputs/cache"
 
 
