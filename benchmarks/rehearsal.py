@@ -3,7 +3,7 @@ for a few steps at the real sequence lengths, through the project's own code. Pr
 time of each stage and method, and what they mean for a 16 GB and an 80 GB GPU.
 
     python benchmarks/rehearsal.py                       # full scale: Llama 3.2 1B policy, Llama Guard 3 1B judge
-    python benchmarks/rehearsal.py --scale small         # 2 narrow layers, the real 128k vocabulary (~1-2 min on CPU)
+    python benchmarks/rehearsal.py --scale small         # 2 narrow layers, the real 128k vocabulary (~2 min on CPU)
     python benchmarks/rehearsal.py --methods sft,der --steps 2 --judge llamaguard-7b -o optimizer.batch_size=4
 
 What runs (forgetting/assets/architectures/*.json are the models' published config.json files):
@@ -20,7 +20,11 @@ What runs (forgetting/assets/architectures/*.json are the models' published conf
              EWC Fisher), `steps` = trainer.train() for --steps optimizer steps on user rows cut at
              optimizer.max_length (synthetic completions longer than it), `post` = method.after_training
              (merge, SafeLoRA, MagMax); then the LoRA layers are unloaded (run.release_model) or the policy reloaded
-             when the method changed its base weights
+             when the method changed its base weights. Post-hoc methods reuse sft's training (reuse.py), as a run
+             does. The task loss goes through TRL's fused LM head as on a GPU (--loss gpu; its torch fallback on a
+             CPU). Below the config's batch (CPU: batch 1), sft also runs at twice the batch: the per-row slope that
+             takes the GPU estimate to the config's batch. --quant 4bit (the default on CUDA): a method that needs
+             float base weights stops with a ConfigError, recorded, and reruns on a float base.
 Memory: on CUDA torch.cuda.max_memory_allocated, reset per stage; on CPU the process's peak resident set
 (VmHWM, reset per stage through /proc/self/clear_refs; sampled every 10 ms where that is not allowed).
 On CPU the figures are a feasibility check (does anything blow up at 128k vocabulary and 1B parameters?), not GPU
@@ -72,6 +76,9 @@ SCALES = {
 # methods that read the base weights as floats (EWC's Fisher, SafeLoRA's and MagMax's merges): they stop with a
 # ConfigError on a 4-bit base, and run on a bf16 one (found by `--quant 4bit`; tests/test_rehearsal.py)
 FLOAT_BASE = {"ewc", "safelora", "magmax"}
+# methods whose extra forwards take a batch of the training batch's size: DER / DER++ / A-GEM a memory batch, LwF the
+# aligned model on the user batch (their increase over sft's grows with the batch; EWC's and L2's penalty does not)
+BATCH_EXTRA = {"der", "derpp", "agem", "lwf"}
 CUDA_OVERHEAD = 0.5 * 2**30  # CUDA context and allocator slack beside what torch allocates (estimate)
 GB = 2**30
 
@@ -96,7 +103,8 @@ def make_tokenizer(vocab: int = 16384):
     from forgetting.tiny.tok import train_tokenizer
 
     texts = list(_solutions())
-    texts += [r["prompt_text"] for r in data.ailuminate("pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv")]
+    ailuminate = "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv"
+    texts += [r["prompt_text"] for r in data.ailuminate(ailuminate)]
     texts += [build_prompt_v1("", ""), build_prompt_v3("", "", variant="8b"), build_prompt_v3("", "", variant="1b")]
     return train_tokenizer(texts, vocab, 131072)
 
@@ -183,8 +191,9 @@ def _hwm() -> int:
 class Meter:
     """Stages, each with its time and peak memory (CUDA: allocated by torch; CPU: resident set)."""
 
-    def __init__(self, cuda: bool):
+    def __init__(self, cuda: bool, on_row=None):
         self.cuda = cuda
+        self.on_row = on_row  # called after each stage (the --json file, so a killed run leaves its rows)
         self.rows: list[dict] = []
         self.exact = False
         if not cuda:
@@ -230,6 +239,8 @@ class Meter:
                                  _hwm() if self.exact else max(peak[0], _rss()))
             row["delta_bytes"] = max(0, row["peak_bytes"] - row["start_bytes"])
             self.rows.append(row)
+            if self.on_row is not None:
+                self.on_row()
             print(f"[rehearsal] {method + ': ' if method else ''}{stage}: {row['seconds']:.1f} s, peak "
                   f"{row['peak_bytes'] / GB:.2f} GB (+{row['delta_bytes'] / GB:.2f})"
                   + (f"  FAILED {row['error']}" if "error" in row else ""), file=sys.stderr, flush=True)
@@ -308,15 +319,17 @@ def all_methods() -> list[str]:
 def rehearse(args) -> dict:
     from hydra.utils import instantiate
 
-    from forgetting import data, generate, models, run, train
+    from forgetting import data, generate, models
     from forgetting.errors import ConfigError
 
     cuda = torch.cuda.is_available()
-    meter = Meter(cuda)
+    result: dict = {}
+    meter = Meter(cuda, on_row=(lambda: Path(args.json).write_text(json.dumps(result, indent=1, default=str)))
+                  if args.json else None)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rehearsal-"))
     work.mkdir(parents=True, exist_ok=True)
     judge_arch_name = None if args.judge == "none" else args.judge
-    result = {"rows": meter.rows, "scale": args.scale, "device": "cuda" if cuda else "cpu", "failed": []}
+    result.update(rows=meter.rows, scale=args.scale, device="cuda" if cuda else "cpu", failed=[])
     try:
         p_arch = architecture(POLICY, args.scale)
         j_arch = architecture(judge_arch_name, args.scale) if judge_arch_name else None
@@ -335,22 +348,24 @@ def rehearse(args) -> dict:
         base = [
             "model=llama3_2_1b_instruct", f"model.name_or_path={policy_dir}", f"model.unaligned={unaligned_dir}",
             "logger=none", f"cache_dir={work / 'cache'}", "judge_cache=false", "train_cache=true"]
+        if judge_arch_name:
+            base += [f"judge={JUDGES[judge_arch_name]}", f"judge.model_name_or_path={judge_dir}"]
+        real = compose(base + list(args.override))  # the run as configured: its batch, 4-bit or not, on a GPU
         if quant != "preset":
             base.append(f"model.load_in_4bit={quant == '4bit'}")
         if args.dtype:
             base.append(f"model.dtype={args.dtype}")
             if judge_arch_name:
                 base.append(f"judge.dtype={args.dtype}")
-        if judge_arch_name:
-            base += [f"judge={JUDGES[judge_arch_name]}", f"judge.model_name_or_path={judge_dir}"]
         base += list(args.override)
-        cfg_batch = compose(base).optimizer.batch_size  # the batch the real run trains with
+        cfg_batch = real.optimizer.batch_size
         if args.batch:
             base.append(f"optimizer.batch_size={args.batch}")
         cfg = compose(base)
         result.update(batch=cfg.optimizer.batch_size, cfg_batch=cfg_batch, max_length=cfg.optimizer.max_length,
                       four_bit=bool(cfg.model.load_in_4bit), dtype=str(models.torch_dtype(cfg.model.dtype)),
-                      steps=args.steps, judge_4bit=bool(judge_arch_name and cfg.judge.get("load_in_4bit")))
+                      steps=args.steps, loss=args.loss, gpu_4bit=bool(real.model.load_in_4bit),
+                      judge_4bit=bool(judge_arch_name and real.judge.get("load_in_4bit")))
 
         def load(c):
             with meter.stage("load policy", note=base_note(c)):
@@ -368,6 +383,8 @@ def rehearse(args) -> dict:
         prompts = sorted((r["question"] for r in data.load_gsm8k(cfg.data, "test")), key=len, reverse=True)
         prompts = prompts[:g.batch_size]
         try:
+            if "generate" not in args.stages:
+                raise Skip
             with meter.stage("generate", "", batch=len(prompts), new_tokens=g.max_new_tokens) as row:
                 stats = {}
                 out = generate.generate(model, tok, prompts, g.max_new_tokens, g.batch_size, cfg.eval.system_prompt,
@@ -375,16 +392,19 @@ def rehearse(args) -> dict:
                 texts = [generate.chat_prompt(tok, p, cfg.eval.system_prompt, cfg.date_string) for p in prompts]
                 width = max(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
                 row["tokens"] = f"{len(prompts)} x ({width} + {max(o['n_tokens'] for o in out)})"
+        except Skip:
+            pass
         except Exception:
             result["failed"].append("generate")
             traceback.print_exc()
 
         # ---- one judge batch
         judge = None
-        if judge_arch_name:
+        if judge_arch_name and "judge" in args.stages:
             try:
                 jb = cfg.judge.batch_size
-                hp = sorted((r["prompt_text"] for r in data.ailuminate(cfg.eval.safety.path)), key=len, reverse=True)[:jb]
+                hp = sorted((r["prompt_text"] for r in data.ailuminate(cfg.eval.safety.path)), key=len,
+                            reverse=True)[:jb]
                 resp = [filler(tok, judged_length(cfg), 2000 + i) for i in range(jb)]
                 judge = instantiate(cfg.judge)
                 with meter.stage("judge (load + one batch)", judge_arch_name, batch=jb) as row:
@@ -404,9 +424,11 @@ def rehearse(args) -> dict:
         result["judge_resident"] = judge is not None
 
         # ---- training, each method
-        users = user_rows(cfg, tok, max(args.steps * cfg.optimizer.batch_size * cfg.optimizer.grad_accum, 10))
-        mem = memory_rows(cfg, tok, max(8, 2 * cfg.optimizer.batch_size))
-        for name in args.methods:
+        b = cfg.optimizer.batch_size
+        users = user_rows(cfg, tok, max(args.steps * 2 * b * cfg.optimizer.grad_accum, 10))
+        mem = memory_rows(cfg, tok, max(8, 4 * b))
+        slope = "train" in args.stages and b < cfg_batch and "sft" in args.methods
+        for name in (args.methods if "train" in args.stages else []):
             extra = [f"method={name}"]
             if name == "ewc":
                 extra.append(f"method.fisher_samples={args.fisher_samples}")
@@ -415,7 +437,7 @@ def rehearse(args) -> dict:
             for attempt in range(2):
                 try:
                     model, note = train_method(meter, mcfg, name, model, tok, users, mem, args.steps, work, load,
-                                               base_note)
+                                               base_note, args.loss == "gpu")
                     break
                 except ConfigError as e:  # a method that needs float base weights on a 4-bit base: say so, bf16
                     if attempt or not mcfg.model.load_in_4bit or "4-bit" not in str(e):
@@ -438,13 +460,29 @@ def rehearse(args) -> dict:
                 model = None
                 _trim()
                 model, tok, _ = load(cfg)
+            if name == "sft" and slope:  # sft again at twice the batch: what one more row costs (gpu_estimate)
+                try:
+                    scfg = compose(base + ["method=sft", f"optimizer.batch_size={2 * b}"])
+                    model, _ = train_method(meter, scfg, "sft", model, tok, users, mem, args.steps, work, load,
+                                            base_note, args.loss == "gpu", slope=True)
+                except Exception:
+                    result["failed"].append("sft (slope)")
+                    traceback.print_exc()
+                    model = None
+                    _trim()
+                    model, tok, _ = load(cfg)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     return result
 
 
-def train_method(meter, cfg, name, model, tok, users, mem, steps, work, load, base_note):
+class Skip(Exception):
+    pass
+
+
+def train_method(meter, cfg, name, model, tok, users, mem, steps, work, load, base_note, fused: bool,
+                 slope: bool = False):
     """One method through the project's training path (train.finetune's, in stages): make_trainer (the method's
     setup), `steps` optimizer steps, after_training; a post-hoc method reuses an identical sft training as
     finetune does (reuse.py, train_cache). → the base for the next method."""
@@ -464,16 +502,18 @@ def train_method(meter, cfg, name, model, tok, users, mem, steps, work, load, ba
     if cached is not None:
         trained = cached[0]
     else:
-        with meter.stage("setup", name, note=note):
+        with meter.stage("setup", name, note=note + (", the batch doubled" if slope else "")):
             trainer, log = train.make_trainer(model, tok, rows, cfg, run_dir, method=method, memory=memory)
             trainer.args.max_steps = steps
+            if fused:  # the task loss as on a GPU: TRL's chunked LM head, never the whole logits tensor
+                trainer.fused_lm_head = True
         width = max(len(x) for x in trainer.train_dataset["input_ids"])
         b = cfg.optimizer.batch_size
-        with meter.stage("steps", name, note=note,
-                         tokens=f"{b} x {width}" + (" (memory batches)" if name == "lisa" else "")):
+        with meter.stage("steps", name, note=note + (", the batch doubled: the per-row slope" if slope else ""),
+                         batch=b, tokens=f"{b} x {width}" + (" (memory batches)" if name == "lisa" else "")):
             trainer.train()
         trained = trainer.model
-        if reuse.eligible(cfg, method):  # sft's training, for the post-hoc methods after it
+        if reuse.eligible(cfg, method) and not slope:  # sft's training, for the post-hoc methods after it
             reuse.save(trained, log.history, cfg, rows)
         trainer = None
     if type(method).after_training is not Method.after_training:  # merge, SafeLoRA, MagMax: a post stage
@@ -489,23 +529,44 @@ def train_method(meter, cfg, name, model, tok, users, mem, steps, work, load, ba
 
 
 # ------------------------------------------------------------------ the table
+def row_slope(res: dict) -> tuple[float | None, dict | None]:
+    """(bytes one more training row adds, sft's row at the run's batch), from sft at the batch and at twice it."""
+    sft = [r for r in res["rows"] if r["stage"] == "steps" and r["method"] == "sft" and "error" not in r]
+    one = next((r for r in sft if r.get("batch") == res["batch"]), None)
+    two = next((r for r in sft if r.get("batch") == 2 * res["batch"]), None)
+    if one is None or two is None:
+        return None, one
+    return max(0.0, (two["delta_bytes"] - one["delta_bytes"]) / res["batch"]), one
+
+
 def gpu_estimate(row: dict, res: dict) -> float | None:
     """GPU memory (bytes) of the stage in a real run, the judge resident (run.worker_judge keeps it loaded).
-    On CUDA: the measurement (+ the judge's weights where it was not kept, + the activations scaled to the
-    configured batch). On CPU: the weights as they sit on a GPU (4-bit or bf16 policy, bf16 judge) + what the
-    stage added to the CPU process (its activations in the CPU's dtype: with fp32 an upper bound), scaled to the
-    configured batch for training steps; minus what stays in host RAM on a GPU machine (the judge's CPU copy in
-    its own stage, the unaligned weights SafeLoRA / MagMax read); + the CUDA context."""
+    On CUDA: the measurement (+ the judge's weights where the rehearsal freed it). On CPU: the weights as they
+    sit on a GPU (a 4-bit policy, bf16 for the methods that need float weights; the judge in bf16, or 4-bit with
+    judge.load_in_4bit) + what the stage added to the CPU process (in the CPU run's dtype: with fp32 an upper bound)
+    + the CUDA context, less what stays in host RAM on a GPU machine (the judge's CPU copy in its own stage, the
+    unaligned weights SafeLoRA / MagMax read). Training steps are taken to the config's batch B from the run's
+    batch b: + (B - b) x the per-row slope (sft at b and at 2b), and for the methods whose extra forwards take B rows
+    too (BATCH_EXTRA) their increase over sft's x B / b; without the slope, the whole increase x B / b (an upper
+    bound)."""
     if row["stage"].startswith(("build", "load")):
         return None
-    scale = res["cfg_batch"] / res["batch"] if row["stage"] == "steps" else 1.0
     jp = res.get("judge_params")
     judge_gpu = weight_bytes(jp, "4bit" if res.get("judge_4bit") else "bf16") if jp else 0
-    added = row["delta_bytes"] * scale
+    added = row["delta_bytes"]
+    b, B = row.get("batch", res["batch"]), res["cfg_batch"]
+    if row["stage"] == "steps" and B != b:
+        slope, sft = row_slope(res)
+        if slope is None:
+            added *= B / b
+        else:
+            added += slope * (B - b)
+            if row["method"] in BATCH_EXTRA and sft is not None:
+                added += max(0, row["delta_bytes"] - sft["delta_bytes"]) * (B / b - 1)
     if res["device"] == "cuda":
         resident = row["start_bytes"] + (0 if res["judge_resident"] or row["stage"].startswith("judge") else judge_gpu)
         return resident + added + CUDA_OVERHEAD
-    mode = "bf16" if (row["method"] in FLOAT_BASE or "bf16" in row.get("note", "")) else "4bit"
+    mode = "4bit" if res.get("gpu_4bit", True) and row["method"] not in FLOAT_BASE else "bf16"
     policy_gpu = weight_bytes(res["policy_params"], mode)
     if row["stage"].startswith("judge"):
         added = max(0, added - res.get("judge_cpu_bytes", 0))
@@ -522,9 +583,10 @@ def table(res: dict) -> str:
         est = gpu_estimate(r, res)
         fits = ("", "") if est is None else tuple("yes" if est <= cap * GB else "**no**" for cap in (16, 80))
         err = "" if "error" not in r else f" ({r['error']})" if r.get("fallback") else f" FAILED: {r['error']}"
-        lines.append(f"| {r['stage']}{err} | {r['method'] or ''}{' (' + r['note'] + ')' if r.get('note') else ''} | "
-                     f"{r.get('tokens', '')} | {r['seconds']:.1f} | {r['peak_bytes'] / GB:.2f} | "
-                     f"{r['delta_bytes'] / GB:.2f} | {'' if est is None else f'{est / GB:.1f}'} | {fits[0]} | {fits[1]} |")
+        who = ", ".join(x for x in (r["method"], r.get("note")) if x)
+        lines.append(f"| {r['stage']}{err} | {who} | {r.get('tokens', '')} | {r['seconds']:.1f} | "
+                     f"{r['peak_bytes'] / GB:.2f} | {r['delta_bytes'] / GB:.2f} | "
+                     f"{'' if est is None else f'{est / GB:.1f}'} | {fits[0]} | {fits[1]} |")
     pp, jp = res["policy_params"], res.get("judge_params")
     w = (f"policy {pp['total'] / 1e9:.2f} B parameters: {weight_bytes(pp, '4bit') / GB:.2f} GB in 4-bit NF4, "
          f"{weight_bytes(pp, 'bf16') / GB:.2f} GB in bf16")
@@ -537,21 +599,30 @@ def table(res: dict) -> str:
     if res["scale"] == "full" and jp:
         extra = weight_bytes(judges["llamaguard-7b"], "bf16") - weight_bytes(jp, "bf16")
         if extra > 0:
-            w += (f"; with llamaguard-7b (experiment=seed000's judge) resident in bf16 instead, add {extra / GB:.1f} GB "
+            w += (f"; with llamaguard-7b (the report's judge) resident in bf16 instead, add {extra / GB:.1f} GB "
                   "to every GPU estimate")
-    notes = [f"Scale `{res['scale']}` on {res['device'].upper()}; policy {res['dtype']}"
+    loss = {"gpu": "the task loss through TRL's fused LM head, as on a GPU (its torch fallback here)",
+            "device": "the task loss as the project computes it on this device"}[res.get("loss", "device")]
+    notes = [f"Scale `{res['scale']}` on {res['device'].upper()}; policy {res['dtype'][6:]}"
              f"{', 4-bit NF4' if res['four_bit'] else ''}; training batch {res['batch']} (the config's: "
-             f"{res['cfg_batch']}), {res['steps']} optimizer steps at max_length {res['max_length']}.", w + "."]
+             f"{res['cfg_batch']}), {res['steps']} optimizer steps at max_length {res['max_length']}; {loss}.", w + "."]
     if cpu:
+        policy = ("in 4-bit; bf16 for " + ", ".join(sorted(FLOAT_BASE)) + ", which need float weights"
+                  if res.get("gpu_4bit", True) else "in bf16")
         notes.append("CPU: `peak` is the process's peak resident memory in the stage (everything loaded included), "
                      "`+stage` what the stage added. The GPU columns are an estimate (benchmarks/rehearsal.py "
-                     "`gpu_estimate`): weights as they sit on a GPU (4-bit policy; bf16 for "
-                     f"{', '.join(sorted(FLOAT_BASE))}, which need float base weights) + the judge in bf16, resident "
-                     "as in a run + the stage's CPU increase (training steps scaled to the config's batch) + 0.5 GB "
-                     "of CUDA context. A feasibility check, not GPU numbers: run the same command on a GPU for those.")
+                     "`gpu_estimate`): the weights as they sit on a GPU (the policy "
+                     f"{policy}"
+                     f"; the judge{' in 4-bit' if res.get('judge_4bit') else ' in bf16'}, resident as in a run) + the "
+                     "stage's increase here + 0.5 GB of CUDA context; training steps taken to the config's batch "
+                     + ("with the per-row slope measured on sft (at the batch and at twice it; DER, DER++, "
+                        "LwF, A-GEM scale their extra batch too). " if row_slope(res)[0] is not None else
+                        "as the whole increase x the batch ratio (an upper bound: no sft at twice the batch to measure "
+                        "the per-row slope). ")
+                     + "A feasibility check, not GPU numbers: on a GPU the same command measures.")
     else:
         notes.append("CUDA: `peak` is torch.cuda.max_memory_allocated in the stage, `+stage` over its start; the "
-                     "GPU column adds the CUDA context (0.5 GB) and, where the run kept no judge, its bf16 weights.")
+                     "GPU column adds the CUDA context (0.5 GB) and, where the rehearsal freed the judge, its weights.")
     if res["failed"]:
         notes.append(f"FAILED: {', '.join(res['failed'])} (tracebacks on stderr).")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
@@ -569,20 +640,28 @@ def header(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=sorted(SCALES), default="full")
     ap.add_argument("--methods", default="all", help="comma-separated conf/method names, or all")
     ap.add_argument("--steps", type=int, default=2, help="optimizer steps per method")
     ap.add_argument("--batch", type=int, default=None,
-                    help="training batch (default: the config's on CUDA, 1 on CPU; GPU estimates scale to the config's)")
+                    help="training batch (default: the config's on CUDA, 1 on CPU; the GPU estimates scale to the "
+                         "config's)")
     ap.add_argument("--judge", choices=[*JUDGES, "none"], default="llama-guard-3-1b")
     ap.add_argument("--dtype", default=None,
                     help="model.dtype and judge.dtype (default the presets': bf16 on CUDA, fp32 on CPU)")
     ap.add_argument("--quant", choices=["auto", "4bit", "none"], default="auto",
                     help="auto: the preset's 4-bit NF4 on CUDA, none on CPU")
-    ap.add_argument("--fisher-samples", type=int, default=4, help="EWC's Fisher examples (time, not memory: one at a time)")
+    ap.add_argument("--loss", choices=["gpu", "device"], default="gpu",
+                    help="gpu: the task loss through TRL's fused LM head, as on a GPU (on CPU its torch fallback); "
+                         "device: the project's choice for this device (CPU: the model's own loss)")
+    ap.add_argument("--fisher-samples", type=int, default=4,
+                    help="EWC's Fisher examples (time, not memory: one at a time)")
     ap.add_argument("--keep-judge", action=argparse.BooleanOptionalAction, default=None,
                     help="keep the judge loaded while training, as a run does (default: on CUDA only)")
+    ap.add_argument("--stages", default="generate,judge,train",
+                    help="which of generate, judge, train to run (comma-separated; the policy loads in any case)")
     ap.add_argument("-o", "--override", action="append", default=[], help="a Hydra override of the run config")
     ap.add_argument("--workdir", default=None, help="keep the random models here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="write the rows here")
@@ -594,6 +673,9 @@ def main(argv=None) -> int:
         return 0
     args.methods = all_methods() if args.methods == "all" else [m for m in args.methods.split(",") if m]
     args.methods.sort(key=lambda m: m != "sft")  # first: the post-hoc methods reuse its training
+    args.stages = set(args.stages.split(","))
+    if args.stages - {"generate", "judge", "train"}:
+        ap.error(f"unknown stages {sorted(args.stages - {'generate', 'judge', 'train'})}")
     unknown = sorted(set(args.methods) - set(all_methods()))
     if unknown:
         ap.error(f"unknown methods {unknown}; choose from {all_methods()}")

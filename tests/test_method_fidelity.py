@@ -91,6 +91,38 @@ def test_derpp_draws_a_second_memory_batch_for_the_label_term(compose, tmp_path,
     assert set(trainer.method.loss(trainer, model, {})) == {"der_mse"} and len(drawn) == 1
 
 
+@pytest.mark.parametrize("lora", ["r8", "none"])
+def test_der_logits_at_the_response_positions_are_the_full_forwards(compose, tmp_path, micro_path, lora):
+    """response_logits (the LM head on the response positions' hidden states only: the full logits of a memory batch
+    were DER's largest tensors at 128k vocabulary, make rehearsal) equal the full forward's logits there, for the
+    trained model and the aligned reference (adapter off, or the frozen copy of a full fine-tune); lm_loss (DER++,
+    A-GEM) is the model's own loss, through TRL's fused LM head too."""
+    from forgetting.methods.der import response_logits, response_positions
+
+    cfg = compose([*NO_DROPOUT, f"lora={lora}", f"+run_dir={tmp_path}"])
+    trainer = make(cfg, tmp_path, DERpp(alpha=1.0, beta=1.0))
+    model = trainer.model
+    perturb(model)
+    if lora == "none":
+        with torch.no_grad():
+            for p in params_of(model):
+                p.add_(torch.randn_like(p) * 0.1)
+    mb = trainer.memory_batch()
+    mask = response_positions(mb["labels"])
+    with torch.no_grad():
+        full = model(**feed(mb)).logits[:, :-1][mask]
+        assert torch.allclose(response_logits(model, mb), full, atol=1e-5)
+        with trainer.reference() as ref_model:
+            ref_full = ref_model(**feed(mb)).logits[:, :-1][mask]
+            ref = response_logits(ref_model, mb)
+        assert torch.allclose(ref, ref_full, atol=1e-5) and not torch.allclose(ref, full, atol=1e-3)
+        plain = model(**feed(mb, labels=True)).loss.item()
+        for fused in (False, True):
+            trainer.fused_lm_head = fused
+            assert trainer.uses_fused_head() is fused
+            assert trainer.lm_loss(model, mb).item() == pytest.approx(plain, rel=1e-5)
+
+
 # ---------------------------------------------------------------- A-GEM
 def test_agem_projects_the_accumulated_gradient_once_per_optimizer_step(compose, tmp_path, micro_path):
     cfg = compose([*NO_DROPOUT, "optimizer.grad_accum=2", f"+run_dir={tmp_path}"])

@@ -47,5 +47,7 @@ def test_rehearsal_tiny_rows_and_table(tmp_path):
     assert ewc[0].get("fallback") and "ConfigError" in ewc[0]["error"]
     assert not any(row.get("error") for row in ewc[1:])
     assert [row.get("note") for row in ewc[1:]] == ["float32 base"] * 2
-    assert "| steps | sft (4-bit base) | 1 x 96 |" in r.stdout  # the printed table, rows cut at max_length
+    # sft again at twice the batch: the memory one more row adds, which the GPU estimate scales to the config's batch
+    assert [row["batch"] for row in res["rows"] if row["stage"] == "steps" and row["method"] == "sft"] == [1, 2]
+    assert "| steps | sft, 4-bit base | 1 x 96 |" in r.stdout  # the printed table, rows cut at max_length
     assert "GPU est." in r.stdout and "16 GB" in r.stdout

@@ -44,7 +44,7 @@ class AGEM(Method):
             p.grad = None
         mb = trainer.memory_batch()
         with trainer.compute_loss_context_manager():
-            mem_loss = model(input_ids=mb["input_ids"], attention_mask=mb.get("attention_mask"), labels=mb["labels"]).loss
+            mem_loss = trainer.lm_loss(model, mb)  # TRL's fused LM head where the task loss uses it
         trainer.accelerator.backward(mem_loss)
         g_new, hit = project(g, flat_grad(params))
         write_grad(params, g_new)

@@ -37,6 +37,9 @@ def backbone(model):
 
 
 class MethodTrainer(SFTTrainer):
+    fused_lm_head: bool | None = None  # None: TRL's fused LM head on cuda / xpu only (compute_loss); True forces it
+    #                                    (benchmarks/rehearsal.py on CPU: a GPU's memory profile for the task loss)
+
     def __init__(self, *args, method: Method, memory_rows: list[dict] | None = None,
                  memory_batch_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -70,6 +73,17 @@ class MethodTrainer(SFTTrainer):
             self._memory_iter = itertools.chain.from_iterable(itertools.repeat(loader))
         return self._prepare_inputs(next(self._memory_iter))
 
+    def uses_fused_head(self) -> bool:
+        """Whether losses go through TRL's fused LM head (chunked: never the (batch x length x vocab) logits)."""
+        return self.fused_lm_head if self.fused_lm_head is not None else self.args.device.type in ("cuda", "xpu")
+
+    def lm_loss(self, model, batch: dict) -> torch.Tensor:
+        """The mean NLL of `batch`'s labels (a memory batch: DER++, A-GEM), the same way as the task loss: through
+        TRL's fused LM head where compute_loss uses it, the model's own loss elsewhere (the same value)."""
+        fused = {"fused_lm_head": True} if self.uses_fused_head() else {}
+        return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"],
+                     **fused).loss
+
     @contextmanager
     def reference(self):
         """Inside: `self.reference_model` computes the aligned model's outputs (no grad)."""
@@ -85,8 +99,7 @@ class MethodTrainer(SFTTrainer):
         # TRL's fused LM head (chunked log-probs + entropy + top-1) has Triton kernels on cuda/xpu only; its torch
         # fallback took 56 % of a CPU training step (profiled). Elsewhere: the model's own loss, the same NLL
         # (identical losses measured) at x1.8 the speed, without TRL's entropy / token-accuracy train metrics.
-        fused = self.args.device.type in ("cuda", "xpu")
-        loss_fn = super().compute_loss if fused else functools.partial(Trainer.compute_loss, self)
+        loss_fn = super().compute_loss if self.uses_fused_head() else functools.partial(Trainer.compute_loss, self)
         out = loss_fn(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         if not self.model.training:
             return out
