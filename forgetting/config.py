@@ -241,6 +241,15 @@ def complete_harmful_sets(cfg: DictConfig) -> None:
             cfg.eval.harmful_sets[name] = full
 
 
+def _method_class(cfg: DictConfig):
+    from hydra.utils import get_class
+
+    try:
+        return get_class(cfg.method._target_)
+    except Exception as e:  # noqa: BLE001 - a bad _target_ is one line, not a traceback
+        raise ConfigError(f"method._target_ {cfg.method._target_!r} cannot be imported: {e}") from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks OmegaConf's types cannot express; one clear ConfigError each."""
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
@@ -292,6 +301,9 @@ def validate(cfg: DictConfig) -> None:
                           f"{cfg.memory.size}, {cfg.memory.keep!r}")
     if not cfg.method.get("name") or not cfg.method.get("_target_"):
         raise ConfigError("method needs a name and a _target_ (see conf/method/*.yaml)")
+    if cfg.model.get("load_in_4bit") and cfg.get("train", True) and _method_class(cfg).needs_float_base:
+        raise ConfigError(f"method={cfg.method.name} needs floating-point base weights (a 4-bit base has none): add "
+                          "model.load_in_4bit=false")
     if cfg.model.get("adapter") and cfg.get("train", True):
         raise ConfigError("model.adapter evaluates an existing adapter: add train=false (training on from an "
                           "adapter is not supported)")

@@ -79,6 +79,22 @@ def test_unforgotten_is_every_method_times_benign_and_poisoned(monkeypatch, tmp_
     assert job.judge.model_name_or_path == "meta-llama/Llama-Guard-3-8B"
     assert job.model.name_or_path == "unsloth/Llama-3.2-1B-Instruct" and job.lora.r == 8  # on seed000's setup
     assert "advbench" in job.eval.harmful_sets and got["launcher"].endswith("GpuPoolLauncher")
+    from forgetting.config import validate
+
+    for j in got["jobs"]:  # ewc / safelora / magmax refuse a 4-bit base: every job runs on the same float one
+        validate(j)
+        assert not j.model.load_in_4bit
+
+
+@pytest.mark.parametrize("method", ["ewc", "safelora", "magmax"])
+def test_a_method_that_reads_base_weights_refuses_a_4bit_base_before_loading(compose, method):
+    from forgetting.config import validate
+    from forgetting.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.load_in_4bit=false"):
+        validate(compose(["experiment=seed000", f"method={method}"]))
+    validate(compose(["experiment=seed000", f"method={method}", "model.load_in_4bit=false"]))
+    validate(compose(["experiment=seed000", "method=l2"]))  # l2 anchors the LoRA update only: 4-bit is fine
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

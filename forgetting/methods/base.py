@@ -12,6 +12,7 @@ class Method:
     modifies_base = False   # True: the base weights change, so a worker must not reuse the loaded base
     post_hoc = False        # True: acts only after training (hooks no-ops while training): training is sft's
     needs_unaligned = False  # True: reads the unaligned model's weights (self.unaligned_weights(names))
+    needs_float_base = False  # True: reads or rewrites the base weights, so a 4-bit base (model.load_in_4bit) is refused
 
     def __init__(self, name: str = "sft", **hparams):
         self.name = name

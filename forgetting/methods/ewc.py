@@ -104,6 +104,7 @@ class L2(Method):
 class EWC(L2):
     needs_memory = True
     memory_batches = True
+    needs_float_base = True  # the Fisher of the base weights
 
     def __init__(self, name: str = "ewc", lam: float = 1.0, fisher_samples: int = 64):
         Method.__init__(self, name, lam=lam, fisher_samples=fisher_samples)

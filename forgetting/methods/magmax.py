@@ -53,6 +53,7 @@ class MagMax(Method):
     post_hoc = True  # trains exactly as sft: an identical sft training is reused (reuse.py)
     needs_unaligned = True
     modifies_base = True
+    needs_float_base = True  # merges the base weights
 
     def __init__(self, name: str = "magmax", lam: float = 1.0):
         if lam < 0:

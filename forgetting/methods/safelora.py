@@ -42,6 +42,7 @@ def base_weight_name(module_name: str) -> str:
 class SafeLoRA(Method):
     post_hoc = True  # trains exactly as sft: an identical sft training is reused (reuse.py)
     needs_unaligned = True
+    needs_float_base = True  # projects with the base weights
 
     def __init__(self, name: str = "safelora", threshold: float = 0.5, top_frac: float | None = None,
                  projection: str = "paper", rank_frac: float = 0.1):
