@@ -54,6 +54,18 @@ def text_lines(p: Path) -> list[str]:
         raise ConfigError(f"{p}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
 
 
+def json_lines(p: Path) -> list[tuple[int, object]]:
+    """[(line number, parsed value)] of a JSONL file, blank lines skipped; a bad line is one error naming it."""
+    out = []
+    for i, line in enumerate(text_lines(p), 1):
+        if line.strip():
+            try:
+                out.append((i, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
+    return out
+
+
 GOLD = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
 
 
@@ -65,13 +77,7 @@ def solution_text(answer: str, strip_calculator: bool = True) -> str:
 def gsm8k(path: str | Path) -> list[dict]:
     p = _existing(path, "GSM8K")
     rows = []
-    for i, line in enumerate(text_lines(p), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
+    for i, row in json_lines(p):
         if not isinstance(row, dict) or not row.get("question") or "####" not in str(row.get("answer", "")):
             raise ConfigError(f"{p}:{i}: a GSM8K row needs 'question' and an 'answer' ending in '#### N'")
         if not GOLD.search(str(row["answer"]).strip()):
@@ -209,17 +215,10 @@ def harmful(path: str | Path, prompt_column: str = "prompt", response_column: st
     p = _existing(path, "harmful prompt set")
     need = [prompt_column] + ([response_column] if response_column else [])
     rows = []
-    lines = text_lines(p)
     if p.suffix in (".jsonl", ".json"):
-        items = []
-        for i, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    items.append((i, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
+        items = json_lines(p)
     else:
-        reader = csv.DictReader(lines)
+        reader = csv.DictReader(text_lines(p))
         items = [(reader.line_num, r) for r in reader]
     for line, r in items:
         if not isinstance(r, dict) or any(not str(r.get(c) or "").strip() for c in need):

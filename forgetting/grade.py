@@ -7,10 +7,10 @@ settings come from the overrides, as for a run (e.g. data=arith, task.source=hub
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from .data import json_lines
 from .errors import ConfigError
 
 TASKS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "task").glob("*.yaml"))
@@ -21,13 +21,7 @@ def read_rows(path: str | Path) -> list[tuple[int, dict]]:
     if not p.is_file():
         raise ConfigError(f"generations file not found: {p}")
     rows = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
+    for i, r in json_lines(p):
         if not isinstance(r, dict) or not isinstance(r.get("completion", r.get("response")), str):
             raise ConfigError(f"{p}:{i}: a row needs a 'completion' (or 'response') string")
         rows.append((i, r))

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import Method
-from .trainer import is_peft
+from .trainer import is_peft, one_row_batches
 
 
 def named_lora_layers(model) -> dict:
@@ -61,25 +61,21 @@ def fisher(trainer, anchor: Anchor, n: int) -> list[torch.Tensor]:
     for w in frozen:
         w.requires_grad_(True)
     f = [torch.zeros_like(w, dtype=torch.float32) for w in anchor.targets]
-    ds = trainer.memory.select(range(min(n, len(trainer.memory))))
-    was_training = model.training
-    model.eval()
     try:
-        for row in ds:
-            batch = trainer._prepare_inputs(trainer.data_collator([row]))
-            ctx = model.disable_adapter() if anchor.peft else torch.enable_grad()
-            with ctx:
-                tokens = (batch["labels"][:, 1:] != -100).sum()  # the loss is their mean: times this, their sum
-                nll = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss * tokens
-                grads = torch.autograd.grad(nll, anchor.targets, allow_unused=True)
-            for fi, g in zip(f, grads):
-                if g is not None:
-                    fi += g.float().pow(2) / len(ds)
+        with one_row_batches(trainer, n) as batches:
+            for batch in batches:
+                ctx = model.disable_adapter() if anchor.peft else torch.enable_grad()
+                with ctx:
+                    tokens = (batch["labels"][:, 1:] != -100).sum()  # the loss is their mean: times this, their sum
+                    nll = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss * tokens
+                    grads = torch.autograd.grad(nll, anchor.targets, allow_unused=True)
+                for fi, g in zip(f, grads):
+                    if g is not None:
+                        fi += g.float().pow(2) / len(batches)
     finally:
         for w in frozen:
             w.requires_grad_(False)
             w.grad = None
-        model.train(was_training)
     return f
 
 

@@ -26,6 +26,7 @@ import torch
 from ..errors import ConfigError
 from .base import Method
 from .der import DER, feed
+from .trainer import one_row_batches
 
 
 def trainable(model) -> list[torch.Tensor]:
@@ -39,20 +40,14 @@ def fisher(trainer, params: list[torch.Tensor], n: int) -> list[torch.Tensor]:
     if trainer.memory is None:
         raise RuntimeError("refresh's Fisher needs the safety memory, and none was given (fisher_samples=0: F = 0)")
     f = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-    ds = trainer.memory.select(range(min(n, len(trainer.memory))))
-    was_training = model.training
-    model.eval()
-    try:
-        for row in ds:
-            batch = trainer._prepare_inputs(trainer.data_collator([row]))
+    with one_row_batches(trainer, n) as batches:
+        for batch in batches:
             log_p = -model(**feed(batch), labels=batch["labels"]).loss
             grads = torch.autograd.grad(log_p, params, allow_unused=True)
             weight = log_p.detach().float().exp()
             for fi, g in zip(f, grads):
                 if g is not None:
-                    fi += weight * g.float().pow(2) / len(ds)
-    finally:
-        model.train(was_training)
+                    fi += weight * g.float().pow(2) / len(batches)
     return f
 
 

@@ -36,6 +36,20 @@ def backbone(model):
     return getattr(lm, lm.base_model_prefix)
 
 
+@contextmanager
+def one_row_batches(trainer: Trainer, n: int):
+    """The first n rows of the safety memory, each a prepared batch of one, with the model in eval mode (dropout
+    off) until the block ends: the per-example gradients of EWC's and Refresh's Fishers."""
+    model = trainer.model
+    ds = trainer.memory.select(range(min(n, len(trainer.memory))))
+    was_training = model.training
+    model.eval()
+    try:
+        yield [trainer._prepare_inputs(trainer.data_collator([row])) for row in ds]
+    finally:
+        model.train(was_training)
+
+
 class MethodTrainer(SFTTrainer):
     fused_lm_head: bool | None = None  # None: TRL's fused LM head on cuda / xpu only (compute_loss); True forces it
     #                                    (benchmarks/rehearsal.py on CPU: a GPU's memory profile for the task loss)

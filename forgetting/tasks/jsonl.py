@@ -8,9 +8,8 @@ test_path: the evaluation rows; null holds out a fifth of train_path by a hash o
 from __future__ import annotations
 
 import hashlib
-import json
 
-from ..data import resolve, text_lines
+from ..data import json_lines, resolve
 from ..errors import ConfigError
 from .base import Task, find, keyed
 
@@ -23,13 +22,7 @@ def read(path: str, prompt_field: str = "prompt", response_field: str = "respons
     if not p.is_file():
         raise ConfigError(f"task.train_path / test_path file not found: {p}")
     rows = []
-    for i, line in enumerate(text_lines(p), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}:{i}: malformed JSON line ({e.msg})") from None
+    for i, r in json_lines(p):
         if isinstance(r, dict) and isinstance(r.get("messages"), list):
             pair = from_messages(r["messages"])
             if pair is None:
