@@ -250,8 +250,9 @@ def _method_class(cfg: DictConfig):
         raise ConfigError(f"method._target_ {cfg.method._target_!r} cannot be imported: {e}") from None
 
 
-def validate(cfg: DictConfig) -> None:
-    """Range checks OmegaConf's types cannot express; one clear ConfigError each."""
+def validate(cfg: DictConfig, runnable: bool = True) -> None:
+    """Range checks OmegaConf's types cannot express; one clear ConfigError each. runnable=False skips the checks
+    that only a run needs (benchmarks/rehearsal.py shows what a method does on a base it refuses)."""
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ConfigError(f"lr must be a finite number > 0, got {cfg.lr}")
     if cfg.threads < 0:
@@ -301,7 +302,7 @@ def validate(cfg: DictConfig) -> None:
                           f"{cfg.memory.size}, {cfg.memory.keep!r}")
     if not cfg.method.get("name") or not cfg.method.get("_target_"):
         raise ConfigError("method needs a name and a _target_ (see conf/method/*.yaml)")
-    if cfg.model.get("load_in_4bit") and cfg.get("train", True) and _method_class(cfg).needs_float_base:
+    if runnable and cfg.model.get("load_in_4bit") and cfg.get("train", True) and _method_class(cfg).needs_float_base:
         raise ConfigError(f"method={cfg.method.name} needs floating-point base weights (a 4-bit base has none): add "
                           "model.load_in_4bit=false")
     if cfg.model.get("adapter") and cfg.get("train", True):

@@ -168,7 +168,8 @@ def test_download_dry_run_lists_the_repos(capsys):
     out = capsys.readouterr().out
     assert "unsloth/Llama-3.2-1B-Instruct" in out and "meta-llama/LlamaGuard-7b" in out
     assert "unsloth/Llama-3.2-1B " not in out  # sft on benign data never loads the unaligned model
-    assert download.run(["model=llama3_2_1b_instruct", "method=safelora", "judge=llama_guard_3_8b", "data.source=hub",
+    assert download.run(["model=llama3_2_1b_instruct", "model.load_in_4bit=false", "method=safelora",
+                         "judge=llama_guard_3_8b", "data.source=hub",
                          "data.poison.source=hub", "data.poison.ratio=0.1"], dry_run=True) == 0
     out = capsys.readouterr().out
     for repo in ("unsloth/Llama-3.2-1B-Instruct", "unsloth/Llama-3.2-1B ", "meta-llama/Llama-Guard-3-8B",

@@ -92,7 +92,9 @@ def test_preset_composes_validates_and_names_its_unaligned_base(compose, preset)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_download_dry_run_lists_the_model_and_its_unaligned_base(capsys, preset):
     model, unaligned, _, _ = PRESETS[preset]
-    assert download.run([f"model={preset}", "method=safelora"], dry_run=True) == 0
+    with pytest.raises(ConfigError, match="model.load_in_4bit=false"):  # the 4-bit preset: refused before any download
+        download.run([f"model={preset}", "method=safelora"], dry_run=True)
+    assert download.run([f"model={preset}", "model.load_in_4bit=false", "method=safelora"], dry_run=True) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(model in ln and "policy model" in ln for ln in lines)
     assert any(unaligned in ln and "unaligned model (method safelora)" in ln for ln in lines)
