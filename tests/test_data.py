@@ -1,7 +1,11 @@
 """Deterministic, disjoint, stratified evaluation splits."""
+import json
 import random
 
+import pytest
+
 from forgetting import data
+from forgetting.errors import ConfigError
 
 AIL = "pkg://ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv"
 
@@ -37,3 +41,25 @@ def test_xstest_subset_only_safe_prompts():
     sub = data.xstest_safe_subset("pkg://xstest/xstest_prompts.csv", 50, 0)
     assert len(sub) == 50 and {r["label"] for r in sub} == {"safe"}
     assert len({r["type"] for r in sub}) == 10
+
+
+def _jsonl_readers():
+    from forgetting import grade
+    from forgetting.tasks import jsonl
+
+    return {"gsm8k": data.gsm8k, "harmful": data.harmful, "grade": grade.read_rows, "task=jsonl": jsonl.read}
+
+
+def test_every_jsonl_reader_skips_blank_lines_and_names_a_malformed_one(tmp_path):
+    """GSM8K, the harmful sets, `forgetting grade` and task=jsonl read JSONL through data.json_lines."""
+    good = {"question": "1 + 1?", "answer": "2 #### 2", "prompt": "p", "response": "r", "completion": "c"}
+    text = json.dumps(good) + "\n\n" + json.dumps(good) + "\n"
+    for name, read in _jsonl_readers().items():
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text(text, encoding="utf-8")
+        assert len(read(str(f))) == 2, name  # the blank line 2 is skipped
+        f.write_text(text + '{"question": oops}\n', encoding="utf-8")
+        with pytest.raises(ConfigError, match=rf"{f.name}:4: malformed JSON line"):
+            read(str(f))
+    f.write_text(text, encoding="utf-8")
+    assert [i for i, _ in data.json_lines(f)] == [1, 3]
