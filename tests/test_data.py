@@ -1,4 +1,4 @@
-"""Deterministic, disjoint, stratified evaluation splits."""
+"""Deterministic, disjoint, stratified evaluation splits; the JSONL readers."""
 import json
 import random
 
