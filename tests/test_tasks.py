@@ -322,3 +322,21 @@ def test_grade_code_runs_humaneval_completions_in_the_sandbox(tmp_path, capsys):
     f.write_text("".join(_json.dumps(r) + "\n" for r in rows))
     assert cli.main(["grade", "--task", "code", str(f)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == "code/pass@1: 4/6"
+
+
+def test_code_evaluates_all_of_humaneval_by_default_and_smaller_sets_when_asked(compose):
+    """eval.math asks 100 + 100 items; HumanEval has 164: the code task caps them at 82 + 82 (it used to stop with a
+    ConfigError, so `make methods TASK=code` failed every job), and a smaller request (eval=smoke) stays as asked."""
+    pytest.importorskip("forgetting.humaneval")
+    cfg = compose(["task=code"])
+    pub, priv = tasks.build(cfg).eval_items(cfg)
+    assert (len(pub), len(priv)) == (82, 82)
+    assert len({it["task_id"] for it in pub + priv}) == 164
+    small = compose(["task=code", "eval=smoke"])
+    assert [len(x) for x in tasks.build(small).eval_items(small)] == [small.eval.math.n_public, small.eval.math.n_private]
+
+
+def test_a_test_set_smaller_than_the_evaluation_says_what_to_set(compose, tmp_path):
+    cfg = compose(["task=jsonl", f"task.train_path={_user_file(tmp_path)}"])
+    with pytest.raises(ConfigError, match=r"asks 100\+100 items .* set eval.math.n_public and eval.math.n_private"):
+        tasks.build(cfg).eval_items(cfg)

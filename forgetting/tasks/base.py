@@ -4,8 +4,9 @@ YAML in conf/task/ (`_target_` names the class; the YAML's other keys are its se
 
 A task gives
 - `examples(cfg, split)`: every {"key", "prompt", "completion"} of a split ("train" | "test"); the run trains
-  on `data.n_train` of the train split (`user_rows`) and evaluates on `eval.math.n_public + n_private` of
-  the test split (`eval_items`: a seeded order of `key`, so public and private never change with file order);
+  on `data.n_train` of the train split (`user_rows`) and evaluates on `eval.math.n_public + n_private` (capped by
+  the task's `n_public` / `n_private`) of the test split (`eval_items`: a seeded order of `key`, so public and
+  private never change with file order);
 - `grade(items, responses)`: one record per item with `correct` (True / False; None: not graded), and the
   task's own fields; `score(records)` turns them into metrics;
 - its metric names: `<prefix>/<score_name>` (the share of items correct: the primary utility metric,
@@ -27,6 +28,8 @@ class Task:
     score_name = "accuracy"  # the per-item share that is the primary metric (code: pass@1); None: ungraded
     stop_at_answer = False   # generation stops at the end of the first final-answer line (math)
     records_name: str | None = None  # <records_name>_generations.jsonl; None: the prefix
+    n_public: int | None = None   # caps on eval.math.n_public / n_private where the test set is small (code:
+    n_private: int | None = None  # HumanEval's 164 problems, 82 + 82); None: no cap
 
     def __init__(self, name: str, prefix: str | None = None, max_new_tokens: int | None = None,
                  primary: str | None = None, **settings: Any):
@@ -76,12 +79,14 @@ class Task:
     def eval_items(self, cfg) -> tuple[list[dict], list[dict]]:
         """(public, private) evaluation items: a seeded order of the test split's keys, independent of file order."""
         e = cfg.eval.math
+        n_pub = e.n_public if self.n_public is None else min(e.n_public, self.n_public)
+        n_priv = e.n_private if self.n_private is None else min(e.n_private, self.n_private)
         test = self.examples(cfg, "test")
-        if e.n_public + e.n_private > len(test):
-            raise ConfigError(f"task {self.name}: the evaluation asks {e.n_public}+{e.n_private} items but the test "
-                              f"set has {len(test)}")
+        if n_pub + n_priv > len(test):
+            raise ConfigError(f"task {self.name}: the evaluation asks {n_pub}+{n_priv} items but the test set has "
+                              f"{len(test)}: set eval.math.n_public and eval.math.n_private")
         ordered = sorted(test, key=lambda r: rank(r["key"], e.seed))
-        return ordered[:e.n_public], ordered[e.n_public:e.n_public + e.n_private]
+        return ordered[:n_pub], ordered[n_pub:n_pub + n_priv]
 
     def generation(self, cfg) -> dict:
         """Greedy generation settings of the task's evaluation."""
