@@ -185,3 +185,13 @@ def test_in_distribution_asr_is_labelled_and_left_out_of_the_ranking(tmp_path):
     tau = kendall_tau_b([0.1, 0.2, 0.6, 0.9], [-0.95, -0.9, -0.8, -0.3])
     assert tau == 1.0 and f"The safety rate orders these methods alike: Kendall's τ_b = {tau:+.2f}" in md
     assert "ASR advbench (in-dist.) orders these methods alike: Kendall's τ_b = +0.67" in md  # der / replay swap
+
+
+def test_fourteen_methods_get_fourteen_colours():
+    """make methods compares 14 methods: tab10 alone gave sft and refresh (and 3 more pairs) one colour."""
+    from forgetting.report import methods_plot
+
+    plt = methods_plot._plt()
+    for n in (5, 14, 20):
+        names = [f"m{i}" for i in range(n)]
+        assert len(set(methods_plot.method_colours(plt, names).values())) == n

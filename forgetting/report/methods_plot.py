@@ -27,6 +27,14 @@ def _ratio_name(p: float) -> str:
     return "benign (poison ratio 0)" if p == 0 else f"poisoned (ratio {_fmt(p)})"
 
 
+def method_colours(plt, methods: list[str]) -> dict:
+    """One colour a method, all distinct up to 20: tab10, or past 10 methods tab20's dark hues, then its light ones."""
+    if len(methods) <= 10:
+        return {m: plt.cm.tab10(i) for i, m in enumerate(methods)}
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+    return {m: plt.cm.tab20(order[i % 20]) for i, m in enumerate(methods)}
+
+
 def plot_methods(path: Path, rows: list[dict], sets: list[str], x: str, dx: str, sim: bool,
                  y: str = "safety/rate") -> Path:
     """rows: methods.csv's (the base row has _base=True). Left: y vs x, right: ASR bars per method."""
@@ -38,7 +46,7 @@ def plot_methods(path: Path, rows: list[dict], sets: list[str], x: str, dx: str,
     base = next((r for r in rows if r.get("_base")), {})
     rs = [r for r in rows if not r.get("_base")]
     methods = _ordered_union({r["method"]: 0} for r in rs)
-    colour = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    colour = method_colours(plt, methods)
     ratios = sorted({r["poison_ratio"] for r in rs})
     poisoned = [p for p in ratios if p > 0]
     marker = {0.0: "o", **{p: MARKERS[i % len(MARKERS)] for i, p in enumerate(poisoned)}}
@@ -87,6 +95,9 @@ def plot_methods(path: Path, rows: list[dict], sets: list[str], x: str, dx: str,
     for bx, key in zip(bxs, keys):
         _asr_bars(bx, rs, base, key, ratios, colour, hatch)
     bxs[-1].tick_params(labelbottom=True)
+    if len(methods) > 10:  # 14 names side by side overlap: slant them
+        for label in bxs[-1].get_xticklabels():
+            label.set(rotation=30, ha="right", rotation_mode="anchor")
 
     handles = [Line2D([], [], marker="o", ls="none", ms=9, mfc=colour[m], mec="black") for m in methods]
     handles += [(Line2D([], [], marker=marker[p], ls="none", ms=9, mfc="0.6", mec="black"),
