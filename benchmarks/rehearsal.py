@@ -73,9 +73,6 @@ SCALES = {
     "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
              "head_dim": 32, "vocab_size": 16384},  # tests: the table's machinery, not the vocabulary
 }
-# methods that read the base weights as floats (EWC's Fisher, SafeLoRA's and MagMax's merges): they stop with a
-# ConfigError on a 4-bit base, and run on a bf16 one (found by `--quant 4bit`; tests/test_rehearsal.py)
-FLOAT_BASE = {"ewc", "safelora", "magmax"}
 # methods whose extra forwards take a batch of the training batch's size: DER / DER++ / A-GEM a memory batch, LwF the
 # aligned model on the user batch (their increase over sft's grows with the batch; EWC's and L2's penalty does not)
 BATCH_EXTRA = {"der", "derpp", "agem", "lwf"}
@@ -316,6 +313,17 @@ def all_methods() -> list[str]:
     return sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
 
 
+@functools.cache
+def float_base_methods() -> frozenset[str]:
+    """The methods that read the base weights as floats (their class's needs_float_base: EWC's Fisher, SafeLoRA's
+    and MagMax's merges): on a 4-bit base they stop with a ConfigError, and run on a bf16 one."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    return frozenset(m for m in all_methods()
+                     if get_class(OmegaConf.load(ROOT / "conf" / "method" / f"{m}.yaml")._target_).needs_float_base)
+
+
 def rehearse(args) -> dict:
     from hydra.utils import instantiate
 
@@ -382,21 +390,19 @@ def rehearse(args) -> dict:
         g = cfg.eval.math
         prompts = sorted((r["question"] for r in data.load_gsm8k(cfg.data, "test")), key=len, reverse=True)
         prompts = prompts[:g.batch_size]
-        try:
-            if "generate" not in args.stages:
-                raise Skip
-            with meter.stage("generate", "", batch=len(prompts), new_tokens=g.max_new_tokens) as row:
-                stats = {}
-                out = generate.generate(model, tok, prompts, g.max_new_tokens, g.batch_size, cfg.eval.system_prompt,
-                                        "rehearsal", cfg.date_string, stop_at_answer=g.stop_at_answer, stats=stats)
-                texts = [generate.chat_prompt(tok, p, cfg.eval.system_prompt, cfg.date_string) for p in prompts]
-                width = max(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
-                row["tokens"] = f"{len(prompts)} x ({width} + {max(o['n_tokens'] for o in out)})"
-        except Skip:
-            pass
-        except Exception:
-            result["failed"].append("generate")
-            traceback.print_exc()
+        if "generate" in args.stages:
+            try:
+                with meter.stage("generate", "", batch=len(prompts), new_tokens=g.max_new_tokens) as row:
+                    stats = {}
+                    out = generate.generate(model, tok, prompts, g.max_new_tokens, g.batch_size,
+                                            cfg.eval.system_prompt, "rehearsal", cfg.date_string,
+                                            stop_at_answer=g.stop_at_answer, stats=stats)
+                    texts = [generate.chat_prompt(tok, p, cfg.eval.system_prompt, cfg.date_string) for p in prompts]
+                    width = max(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
+                    row["tokens"] = f"{len(prompts)} x ({width} + {max(o['n_tokens'] for o in out)})"
+            except Exception:
+                result["failed"].append("generate")
+                traceback.print_exc()
 
         # ---- one judge batch
         judge = None
@@ -475,10 +481,6 @@ def rehearse(args) -> dict:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     return result
-
-
-class Skip(Exception):
-    pass
 
 
 def train_method(meter, cfg, name, model, tok, users, mem, steps, work, load, base_note, fused: bool,
@@ -566,7 +568,7 @@ def gpu_estimate(row: dict, res: dict) -> float | None:
     if res["device"] == "cuda":
         resident = row["start_bytes"] + (0 if res["judge_resident"] or row["stage"].startswith("judge") else judge_gpu)
         return resident + added + CUDA_OVERHEAD
-    mode = "4bit" if res.get("gpu_4bit", True) and row["method"] not in FLOAT_BASE else "bf16"
+    mode = "4bit" if res.get("gpu_4bit", True) and row["method"] not in float_base_methods() else "bf16"
     policy_gpu = weight_bytes(res["policy_params"], mode)
     if row["stage"].startswith("judge"):
         added = max(0, added - res.get("judge_cpu_bytes", 0))
@@ -607,7 +609,7 @@ def table(res: dict) -> str:
              f"{', 4-bit NF4' if res['four_bit'] else ''}; training batch {res['batch']} (the config's: "
              f"{res['cfg_batch']}), {res['steps']} optimizer steps at max_length {res['max_length']}; {loss}.", w + "."]
     if cpu:
-        policy = ("in 4-bit; bf16 for " + ", ".join(sorted(FLOAT_BASE)) + ", which need float weights"
+        policy = ("in 4-bit; bf16 for " + ", ".join(sorted(float_base_methods())) + ", which need float weights"
                   if res.get("gpu_4bit", True) else "in bf16")
         notes.append("CPU: `peak` is the process's peak resident memory in the stage (everything loaded included), "
                      "`+stage` what the stage added. The GPU columns are an estimate (benchmarks/rehearsal.py "

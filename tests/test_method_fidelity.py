@@ -4,13 +4,19 @@ import pytest
 import torch
 
 from forgetting.methods.agem import AGEM, flat_grad, project, write_grad
-from forgetting.methods.der import DER, DERpp, logit_mse
+from forgetting.methods.der import DER, DERpp, response_positions
 from forgetting.methods.ewc import EWC
 from forgetting.methods.lisa import Lisa
 from forgetting.methods.sft import SFT
 from tests.test_methods import FAST, make, memory_gradient, opposing, perturb
 
 NO_DROPOUT = [*FAST, "lora.dropout=0"]
+
+
+def logit_mse(logits, ref, labels):
+    """DER's term by its definition, from the full forwards: the MSE of the logits at the response positions."""
+    mask = response_positions(labels)
+    return (logits[:, :-1][mask].float() - ref[:, :-1][mask].float()).pow(2).mean()
 
 
 def spy_memory(trainer) -> list[dict]:

@@ -19,11 +19,6 @@ def response_positions(labels: torch.Tensor) -> torch.Tensor:
     return labels[:, 1:] != -100
 
 
-def logit_mse(logits: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    mask = response_positions(labels)
-    return (logits[:, :-1][mask].float() - ref[:, :-1][mask].float()).pow(2).mean()
-
-
 def feed(batch: dict) -> dict:
     return {"input_ids": batch["input_ids"], "attention_mask": batch.get("attention_mask")}
 

@@ -84,8 +84,9 @@ class MagMax(Method):
                     raise ConfigError("magmax needs floating-point base weights (a 4-bit base has none): "
                                       "model.load_in_4bit=false")
                 delta = adapter_delta(layers[n]) if peft and n in layers else None
+                base = unaligned[self.plain(n)]
                 for rows in row_blocks(p):  # a block at a time: the float32 temporaries stay ~CHUNK entries each
-                    u = unaligned[self.plain(n)][rows].to(p.device)
+                    u = base[rows].to(p.device)
                     if peft:
                         aligned = p[rows]
                         tuned = p[rows].float() + delta[rows] if delta is not None else p[rows]
